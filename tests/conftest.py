@@ -1,0 +1,5 @@
+"""Shared fixtures live in tests/support/; each module there is one kind of real part."""
+
+pytest_plugins = [
+    "tests.support.servers",
+]

@@ -1,0 +1,1 @@
+"""Fixtures that start real servers (redis-server, the broker) on free ports."""
