@@ -29,10 +29,6 @@ class Role(enum.StrEnum):
         return self in (Role.ADMIN, Role.CLINICIAN)
 
 
-SELF_REGISTER_ROLES = frozenset({Role.PATIENT, Role.FAMILY})
-STAFF_ROLES = frozenset({Role.ADMIN, Role.CLINICIAN})
-
-
 @dataclass(frozen=True, slots=True)
 class Clinic:
     id: str

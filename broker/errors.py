@@ -1,4 +1,7 @@
-"""The broker's one exception tree. Wire codes are constants; HTTP statuses live in the web layer."""
+"""The broker's one exception tree.
+
+Wire codes are constants; HTTP statuses live in the web layer.
+"""
 
 from __future__ import annotations
 

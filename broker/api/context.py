@@ -1,0 +1,36 @@
+"""The application's shared state, behind ``web.AppKey`` constants (no module globals)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from broker.accounts import Accounts
+from broker.apikeys import ApiKeys
+from broker.auth import Auth
+from broker.config import Settings
+from broker.device import DeviceFlow
+from broker.metrics import Metrics
+from broker.store.base import Store
+from broker.tokens import KeyRing, Tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    store: Store
+    keys: KeyRing
+    tokens: Tokens
+    accounts: Accounts
+    auth: Auth
+    api_keys: ApiKeys
+    device: DeviceFlow
+
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+SERVICES = web.AppKey("services", Services)
+
+
+def services(request: web.Request) -> Services:
+    return request.app[SERVICES]

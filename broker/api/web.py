@@ -1,0 +1,111 @@
+"""Small helpers every handler module uses: the route table type, body parsing, responses,
+and who is calling."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from broker.api.context import SETTINGS, services
+from broker.apikeys import looks_like_api_key
+from broker.auth import bearer
+from broker.errors import InvalidInput, PermissionDenied
+from broker.policy import Principal
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+AuthKind = Literal["none", "user", "user_or_key"]
+T = TypeVar("T", bound=msgspec.Struct)
+
+PRINCIPAL = "citycall.principal"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One REST route: registered on the app and described in ``/openapi.json``."""
+
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    tag: str
+    auth: AuthKind = "none"
+    body: type[msgspec.Struct] | None = None
+    response: type[msgspec.Struct] | None = None
+    status: int = 200
+    errors: tuple[int, ...] = ()
+    form_body: bool = False  # also accepts application/x-www-form-urlencoded
+    query: tuple[tuple[str, str], ...] = ()  # (name, description) of query parameters
+
+
+async def read_body(request: web.Request, kind: type[T]) -> T:
+    """Parse and validate a JSON (or, where allowed, form) body into ``kind``."""
+    raw = await request.read()
+    if request.content_type == "application/x-www-form-urlencoded":
+        form = await request.post()
+        data: Any = {k: v for k, v in form.items() if isinstance(v, str)}
+        try:
+            return msgspec.convert(data, kind, strict=False)
+        except msgspec.ValidationError as exc:
+            raise InvalidInput(str(exc)) from None
+    if not raw:
+        raise InvalidInput("request body is empty; send JSON", code="empty_body")
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(str(exc)) from None
+    except msgspec.DecodeError:
+        raise InvalidInput("request body is not valid JSON", code="malformed_json") from None
+
+
+def respond(body: msgspec.Struct | dict[str, Any], status: int = 200) -> web.Response:
+    return web.Response(
+        body=msgspec.json.encode(body), status=status, content_type="application/json"
+    )
+
+
+def no_content() -> web.Response:
+    return web.Response(status=204)
+
+
+def client_address(request: web.Request) -> str:
+    if request.app[SETTINGS].trust_proxy:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        first = forwarded.split(",")[0].strip()
+        if first:
+            return first
+    return request.remote or "unknown"
+
+
+async def authenticate(request: web.Request, kind: AuthKind) -> Principal | None:
+    if kind == "none":
+        return None
+    credential = bearer(request.headers.get("Authorization"))
+    svc = services(request)
+    if looks_like_api_key(credential):
+        if kind != "user_or_key":
+            raise PermissionDenied("API keys cannot use this route", code="api_key_not_allowed")
+        return await svc.api_keys.authenticate(credential)
+    return await svc.auth.principal_from_access(credential)
+
+
+def principal(request: web.Request) -> Principal:
+    """The authenticated caller (routes with ``auth`` other than ``none``)."""
+    p = request.get(PRINCIPAL)
+    if not isinstance(p, Principal):
+        raise RuntimeError("route has no authentication")
+    return p
+
+
+def with_auth(route: Route) -> Handler:
+    """Wrap a handler so the caller is authenticated before it runs."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        if route.auth != "none":
+            request[PRINCIPAL] = await authenticate(request, route.auth)
+        return await route.handler(request)
+
+    return wrapped

@@ -1,0 +1,115 @@
+"""The one composition root: picks the store backend and wires services and routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from importlib import metadata
+from pathlib import Path
+
+from aiohttp import web
+
+from broker.accounts import Accounts
+from broker.api import auth as auth_api
+from broker.api import clinics as clinics_api
+from broker.api import device as device_api
+from broker.api import meta as meta_api
+from broker.api import openapi
+from broker.api.context import METRICS, SERVICES, SETTINGS, Services
+from broker.api.middleware import cors, observe, problems, security_headers
+from broker.api.web import Route, with_auth
+from broker.apikeys import ApiKeys
+from broker.auth import Auth
+from broker.config import Settings
+from broker.device import DeviceFlow
+from broker.domain import utcnow
+from broker.metrics import Metrics
+from broker.passwords import HashParams, Passwords
+from broker.store.base import Store
+from broker.tokens import KeyRing, Tokens, load_local_keys
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+
+
+def all_routes() -> tuple[Route, ...]:
+    return (*meta_api.ROUTES, *auth_api.ROUTES, *clinics_api.ROUTES, *device_api.ROUTES)
+
+
+async def open_store(settings: Settings) -> Store:
+    if settings.redis_url:
+        from broker.store.redis import RedisStore
+
+        return await RedisStore.connect(settings.redis_url)
+    from broker.store.sqlite import SqliteStore
+
+    return await SqliteStore.open(settings.data_dir / "citycall.db")
+
+
+async def build_services(
+    settings: Settings, store: Store, hash_params: HashParams | None = None
+) -> Services:
+    now = utcnow()
+    keys = KeyRing(store, load_local_keys(settings, now))
+    await keys.publish(now)
+    tokens = Tokens(keys, settings.issuer, settings.access_token_ttl)
+    auth = Auth(store, tokens, settings.refresh_token_ttl)
+    return Services(
+        store=store,
+        keys=keys,
+        tokens=tokens,
+        accounts=Accounts(store, Passwords(hash_params)),
+        auth=auth,
+        api_keys=ApiKeys(store),
+        device=DeviceFlow(store, auth, settings.device_code_ttl, settings.device_poll_interval),
+    )
+
+
+def _version() -> str:
+    try:
+        return metadata.version("citycall")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+def create_app(settings: Settings, hash_params: HashParams | None = None) -> web.Application:
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[observe, security_headers, cors, problems],
+    )
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+
+    async def services_ctx(app: web.Application) -> AsyncIterator[None]:
+        store = await open_store(settings)
+        try:
+            app[SERVICES] = await build_services(settings, store, hash_params)
+            yield
+        finally:
+            await store.close()
+
+    app.cleanup_ctx.append(services_ctx)
+    add_routes(app, all_routes())
+    _add_static(app)
+    return app
+
+
+def add_routes(app: web.Application, routes: Iterable[Route]) -> None:
+    routes = tuple(routes)
+    document = openapi.build(routes, "CityCall broker", _version())
+    for route in routes:
+        app.router.add_route(route.method, route.path, with_auth(route))
+    app.router.add_get("/openapi.json", openapi.handler(document))
+
+
+def _add_static(app: web.Application) -> None:
+    if not STATIC_DIR.is_dir():
+        return
+
+    async def index(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC_DIR / "index.html")
+
+    async def pair(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC_DIR / "pair.html")
+
+    app.router.add_get("/", index)
+    app.router.add_get("/pair", pair)
+    app.router.add_static("/static/", STATIC_DIR)
