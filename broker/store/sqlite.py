@@ -82,8 +82,13 @@ class SqliteStore:
             c.execute(
                 "INSERT INTO clinics (id, name, name_key, time_zone, created_at)"
                 " VALUES (?, ?, ?, ?, ?)",
-                (clinic.id, clinic.name, clinic.name.lower(), clinic.time_zone,
-                 _ts(clinic.created_at)),
+                (
+                    clinic.id,
+                    clinic.name,
+                    clinic.name.lower(),
+                    clinic.time_zone,
+                    _ts(clinic.created_at),
+                ),
             )
 
         try:
@@ -153,8 +158,14 @@ class SqliteStore:
             lambda c: c.execute(
                 "INSERT INTO refresh_tokens (token_hash, family_id, user_id, created_at,"
                 " expires_at, used_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (token.token_hash, token.family_id, token.user_id, _ts(token.created_at),
-                 _ts(token.expires_at), _ts(token.used_at)),
+                (
+                    token.token_hash,
+                    token.family_id,
+                    token.user_id,
+                    _ts(token.created_at),
+                    _ts(token.expires_at),
+                    _ts(token.used_at),
+                ),
             )
         )
 
@@ -206,8 +217,15 @@ class SqliteStore:
             lambda c: c.execute(
                 "INSERT INTO api_keys (id, clinic_id, name, secret_hash, created_at, created_by,"
                 " revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (key.id, key.clinic_id, key.name, key.secret_hash, _ts(key.created_at),
-                 key.created_by, _ts(key.revoked_at)),
+                (
+                    key.id,
+                    key.clinic_id,
+                    key.name,
+                    key.secret_hash,
+                    _ts(key.created_at),
+                    key.created_by,
+                    _ts(key.revoked_at),
+                ),
             )
         )
 
@@ -395,8 +413,16 @@ _USER_INSERT = (
 
 def _user_row(u: User) -> tuple[Any, ...]:
     return (
-        u.id, u.email, u.display_name, u.role.value, u.password_hash, _ts(u.created_at),
-        _ts(u.updated_at), u.clinic_id, u.time_zone, int(u.disabled),
+        u.id,
+        u.email,
+        u.display_name,
+        u.role.value,
+        u.password_hash,
+        _ts(u.created_at),
+        _ts(u.updated_at),
+        u.clinic_id,
+        u.time_zone,
+        int(u.disabled),
     )
 
 
@@ -417,7 +443,9 @@ def _user(r: sqlite3.Row) -> User:
 
 def _clinic(r: sqlite3.Row) -> Clinic:
     return Clinic(
-        id=r["id"], name=r["name"], time_zone=r["time_zone"],
+        id=r["id"],
+        name=r["name"],
+        time_zone=r["time_zone"],
         created_at=_req_dt(r["created_at"]),
     )
 
@@ -442,8 +470,15 @@ _GRANT_INSERT = (
 
 def _grant_row(g: DeviceGrant) -> tuple[Any, ...]:
     return (
-        g.device_code_hash, g.user_code, g.client_id, _ts(g.created_at), _ts(g.expires_at),
-        g.interval, g.status.value, g.user_id, _ts(g.last_poll_at),
+        g.device_code_hash,
+        g.user_code,
+        g.client_id,
+        _ts(g.created_at),
+        _ts(g.expires_at),
+        g.interval,
+        g.status.value,
+        g.user_id,
+        _ts(g.last_poll_at),
     )
 
 
