@@ -1,0 +1,1 @@
+"""Fixtures for the broker application in-process (aiohttp test client)."""
