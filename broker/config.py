@@ -7,10 +7,11 @@ CLI with the parsed flags and ``os.environ``, and the result is passed down.
 from __future__ import annotations
 
 import dataclasses
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, get_args, get_type_hints
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 ENV_PREFIX = "BROKER_"
 
@@ -128,10 +129,11 @@ def describe() -> list[tuple[str, str, str, str]]:
 
 
 def _convert(name: str, hint: Any, raw: str) -> Any:
-    kinds = [a for a in get_args(hint) if a is not type(None)] or [hint]
-    kind = kinds[0]
+    # Unwrap ``X | None`` only; ``tuple[str, ...]`` keeps its own type (its args are items).
+    optional = get_origin(hint) in (Union, types.UnionType) and type(None) in get_args(hint)
+    kind = next(a for a in get_args(hint) if a is not type(None)) if optional else hint
     text = raw.strip()
-    if type(None) in get_args(hint) and text == "":
+    if optional and text == "":
         return None
     try:
         if kind is bool:
@@ -145,7 +147,7 @@ def _convert(name: str, hint: Any, raw: str) -> Any:
             return int(text)
         if kind is Path:
             return Path(text)
-        if get_args(kind) or kind is tuple:
+        if kind is tuple or get_origin(kind) is tuple:
             return tuple(part.strip() for part in text.split(",") if part.strip())
         return text
     except ValueError:
