@@ -75,4 +75,80 @@ MIGRATIONS: tuple[str, ...] = (
         last_at TEXT NOT NULL
     )
     """,
+    # 2: scheduling
+    """
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        start_at TEXT NOT NULL,
+        end_at TEXT NOT NULL,
+        site_id TEXT NOT NULL,
+        clinic_id TEXT,
+        status TEXT NOT NULL,
+        series_id TEXT,
+        doc BLOB NOT NULL
+    );
+    CREATE INDEX sessions_time ON sessions (start_at, end_at);
+    CREATE INDEX sessions_site ON sessions (site_id, start_at);
+    CREATE INDEX sessions_clinic ON sessions (clinic_id, start_at);
+    CREATE INDEX sessions_series ON sessions (series_id);
+    CREATE TABLE session_members (
+        session_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        PRIMARY KEY (session_id, user_id)
+    );
+    CREATE INDEX session_members_user ON session_members (user_id);
+    CREATE TABLE availability (
+        clinician_id TEXT PRIMARY KEY,
+        clinic_id TEXT NOT NULL,
+        doc BLOB NOT NULL
+    );
+    CREATE TABLE sites (
+        id TEXT PRIMARY KEY,
+        doc BLOB NOT NULL
+    );
+    CREATE TABLE invites (
+        id TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL,
+        token_hash TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL,
+        doc BLOB NOT NULL
+    );
+    CREATE INDEX invites_session ON invites (session_id);
+    CREATE TABLE feed_tokens (
+        user_id TEXT PRIMARY KEY,
+        token_hash TEXT NOT NULL UNIQUE
+    );
+    CREATE TABLE webhooks (
+        id TEXT PRIMARY KEY,
+        clinic_id TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        doc BLOB NOT NULL
+    );
+    CREATE TABLE deliveries (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        endpoint_id TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        next_attempt_at TEXT NOT NULL,
+        delivered_at TEXT,
+        doc BLOB NOT NULL
+    );
+    CREATE INDEX deliveries_pending ON deliveries (delivered_at, endpoint_id, session_id, seq);
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id TEXT NOT NULL,
+        at TEXT NOT NULL,
+        doc BLOB NOT NULL
+    );
+    CREATE INDEX audit_session ON audit (session_id, seq);
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        until TEXT NOT NULL
+    );
+    CREATE TABLE once_marks (
+        key TEXT PRIMARY KEY,
+        until TEXT NOT NULL
+    )
+    """,
 )

@@ -28,6 +28,7 @@ from broker.domain import (
 from broker.errors import Conflict
 from broker.store.base import DuplicateEmail, StoreUnavailable
 from broker.store.migrations import MIGRATIONS
+from broker.store.sqlite_schedule import SqliteScheduleMixin
 
 T = TypeVar("T")
 
@@ -44,7 +45,7 @@ def _req_dt(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
-class SqliteStore:
+class SqliteStore(SqliteScheduleMixin):
     """``Store`` on SQLite. Open with ``await SqliteStore.open(path)``."""
 
     def __init__(self, conn: sqlite3.Connection, executor: ThreadPoolExecutor) -> None:
