@@ -10,7 +10,6 @@ from broker.errors import Conflict, InvalidInput
 from broker.scheduling.model import (
     PROFILES,
     QUALITY_ORDER,
-    Quality,
     Session,
     SessionKind,
     SessionStatus,
@@ -204,7 +203,3 @@ def admit_booking(
         "the site has no bandwidth left for this quality at that time",
         suggested_starts=",".join(s.isoformat() for s in suggestions),
     )
-
-
-def default_quality(kind: SessionKind) -> Quality:
-    return Quality.HD if kind is SessionKind.CHECKUP else Quality.HD
