@@ -1,0 +1,73 @@
+# The commands a newcomer needs: `make run` and `make test`. See README.md.
+
+PYTHON ?= python3
+VENV ?= .venv
+ARGS ?=
+PYTEST_ARGS ?=
+
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check --no-input --quiet
+# Reinstall only when pyproject.toml changes: the stamp file names its hash.
+PYPROJECT_HASH := $(shell sha256sum pyproject.toml 2>/dev/null | cut -c1-12)
+RUN_STAMP := $(VENV)/.installed-$(PYPROJECT_HASH)
+TEST_STAMP := $(VENV)/.installed-test-$(PYPROJECT_HASH)
+
+.DEFAULT_GOAL := help
+.NOTPARALLEL:
+.PHONY: help run test lint pytest bench system-deps install install-test clean distclean
+
+help:
+	@echo "make run      run the broker with demo accounts on http://127.0.0.1:8080 (ARGS=... for more flags)"
+	@echo "make test     install what the tests need, then ruff, mypy and pytest (PYTEST_ARGS=...)"
+	@echo "make lint     ruff check, ruff format --check and mypy only"
+	@echo "make bench    run the benchmarks in bench/, if there are any"
+	@echo "make clean    remove caches and build output (keeps .venv and data/)"
+	@echo "make distclean  also remove .venv"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(RUN_STAMP): | $(BIN)/python
+	@echo "Installing the broker into $(VENV) (pip, quiet)"
+	$(PIP) install -e .
+	rm -f $(VENV)/.installed-[0-9a-f]*
+	touch $@
+
+$(TEST_STAMP): | $(BIN)/python
+	@echo "Installing the broker and its test tools into $(VENV) (pip, quiet)"
+	$(PIP) install -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@ $(RUN_STAMP)
+
+install: $(RUN_STAMP)
+install-test: $(TEST_STAMP)
+
+run: install
+	$(BIN)/python -m broker serve --demo $(ARGS)
+
+system-deps:
+	@bash scripts/install-system-deps.sh
+
+lint: install-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+pytest: install-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test: system-deps lint pytest
+
+bench: install
+	@if [ -f bench/__main__.py ]; then \
+		$(BIN)/python -m bench $(ARGS); \
+	else \
+		echo "bench/: no benchmarks yet (nothing to run)"; \
+	fi
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis bench/results
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
