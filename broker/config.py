@@ -69,6 +69,25 @@ class Settings:
     )
     log_format: str = field(default="text", metadata={"help": "log format: text or json"})
     log_level: str = field(default="INFO", metadata={"help": "log level name"})
+    join_before_minutes: int = field(
+        default=10, metadata={"help": "minutes before start that the join window opens"}
+    )
+    join_grace_minutes: int = field(
+        default=30, metadata={"help": "minutes after end that the join window stays open"}
+    )
+    reminder_minutes: int = field(
+        default=15, metadata={"help": "minutes before start of the starting-soon event"}
+    )
+    stun_urls: tuple[str, ...] = field(
+        default=(), metadata={"help": "comma-separated stun: URLs handed to clients"}
+    )
+    turn_urls: tuple[str, ...] = field(
+        default=(), metadata={"help": "comma-separated turn: URLs of a coturn with a shared secret"}
+    )
+    turn_secret: str | None = field(
+        default=None, metadata={"help": "coturn static-auth-secret for TURN REST credentials"}
+    )
+    turn_ttl: int = field(default=3600, metadata={"help": "TURN credential lifetime in seconds"})
     trust_proxy: bool = field(
         default=False,
         metadata={"help": "take the client address from X-Forwarded-For (behind a proxy)"},
@@ -175,6 +194,20 @@ def _problems(s: Settings) -> list[str]:
     for name in ("access_token_ttl", "refresh_token_ttl", "device_code_ttl"):
         if getattr(s, name) < 30:
             out.append(f"{name} must be at least 30 seconds")
+    if not 0 <= s.join_before_minutes <= 24 * 60:
+        out.append("join_before_minutes must be 0..1440")
+    if not 0 <= s.join_grace_minutes <= 24 * 60:
+        out.append("join_grace_minutes must be 0..1440")
+    if s.turn_urls and not s.turn_secret:
+        out.append("turn_urls need turn_secret")
+    if not 60 <= s.turn_ttl <= 86400:
+        out.append("turn_ttl must be 60..86400 seconds")
+    for url in s.stun_urls:
+        if not url.startswith(("stun:", "stuns:")):
+            out.append(f"stun url {url!r} must start with stun: or stuns:")
+    for url in s.turn_urls:
+        if not url.startswith(("turn:", "turns:")):
+            out.append(f"turn url {url!r} must start with turn: or turns:")
     if s.device_poll_interval < 1:
         out.append("device_poll_interval must be at least 1 second")
     if s.key_rotation_days < 1:

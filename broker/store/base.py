@@ -22,6 +22,7 @@ from broker.domain import (
     User,
 )
 from broker.errors import Conflict, StoreError
+from broker.store.schedule_base import ScheduleStore
 
 __all__ = ["DuplicateEmail", "Store", "StoreError", "StoreUnavailable"]
 
@@ -35,8 +36,8 @@ class StoreUnavailable(StoreError):
 
 
 @runtime_checkable
-class Store(Protocol):
-    """Persistence for accounts, credentials and (later) scheduling."""
+class Store(ScheduleStore, Protocol):
+    """Persistence for accounts and credentials; scheduling comes from ``ScheduleStore``."""
 
     async def ping(self) -> None:
         """Raise ``StoreUnavailable`` when the backend cannot be reached."""
