@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.support.servers",
     "tests.support.app",
+    "tests.support.broker_proc",
 ]
