@@ -11,8 +11,10 @@ from aiohttp.test_utils import TestClient
 from broker.domain import Role, utcnow
 from tests.support.app import (
     PASSWORD,
+    PROBLEM,
     app_services,
     auth,
+    expect_problem,
     login,
     new_email,
     register,
@@ -20,19 +22,6 @@ from tests.support.app import (
 )
 
 Client = TestClient[Any, Any]
-PROBLEM = "application/problem+json"
-
-
-async def problem(resp: Any, status: int, code: str) -> dict[str, Any]:
-    """Assert an RFC 9457 problem response with this status and code; return its body."""
-    assert resp.status == status, await resp.text()
-    assert resp.content_type == PROBLEM
-    body: dict[str, Any] = await resp.json(content_type=PROBLEM)
-    assert body["status"] == status
-    assert body["code"] == code
-    assert body["type"] == f"urn:citycall:problem:{code}"
-    assert body["title"]
-    return body
 
 
 async def post_login(client: Client, email: str, password: str) -> Any:
@@ -60,7 +49,7 @@ async def test_register_refuses_other_roles(client: Client, role: str) -> None:
         "/api/v1/auth/register",
         json={"email": new_email(), "password": PASSWORD, "display_name": "X", "role": role},
     )
-    await problem(resp, 422, "invalid_input")
+    await expect_problem(resp, 422, "invalid_input")
 
 
 @pytest.mark.parametrize(
@@ -75,7 +64,7 @@ async def test_register_refuses_other_roles(client: Client, role: str) -> None:
 async def test_register_validates(client: Client, changes: dict[str, str], field: str) -> None:
     body = {"email": new_email(), "password": PASSWORD, "display_name": "X", "role": "patient"}
     resp = await client.post("/api/v1/auth/register", json={**body, **changes})
-    problem_body = await problem(resp, 422, "invalid_input")
+    problem_body = await expect_problem(resp, 422, "invalid_input")
     assert problem_body.get("field") == field
 
 
@@ -90,7 +79,7 @@ async def test_register_duplicate_email_case_insensitively(client: Client) -> No
             "role": "family",
         },
     )
-    await problem(resp, 409, "email_taken")
+    await expect_problem(resp, 409, "email_taken")
 
 
 # login
@@ -112,8 +101,8 @@ async def test_wrong_password_and_unknown_user_look_the_same(client: Client) -> 
     await register(client, email=email)
     wrong = await post_login(client, email, "wrong password!")
     unknown = await post_login(client, new_email(), "wrong password!")
-    wrong_body = await problem(wrong, 401, "invalid_credentials")
-    unknown_body = await problem(unknown, 401, "invalid_credentials")
+    wrong_body = await expect_problem(wrong, 401, "invalid_credentials")
+    unknown_body = await expect_problem(unknown, 401, "invalid_credentials")
     assert wrong_body == unknown_body
     assert wrong.headers.get("WWW-Authenticate") == unknown.headers.get("WWW-Authenticate")
 
@@ -122,12 +111,12 @@ async def test_account_throttle_after_three_failures(client: Client) -> None:
     email = new_email()
     await register(client, email=email)
     for _ in range(3):
-        await problem(
+        await expect_problem(
             await post_login(client, email, "wrong password!"), 401, "invalid_credentials"
         )
     # Even the right password waits now.
     resp = await post_login(client, email, PASSWORD)
-    await problem(resp, 429, "too_many_requests")
+    await expect_problem(resp, 429, "too_many_requests")
     retry_after = int(resp.headers["Retry-After"])
     assert 1 <= retry_after <= 2
     # Another account from the same address is not held up by this one.
@@ -140,10 +129,10 @@ async def test_account_throttle_ignores_email_case(client: Client) -> None:
     email = new_email()
     await register(client, email=email)
     for variant in (email, email.upper(), email.title()):
-        await problem(
+        await expect_problem(
             await post_login(client, variant, "wrong password!"), 401, "invalid_credentials"
         )
-    await problem(await post_login(client, email, PASSWORD), 429, "too_many_requests")
+    await expect_problem(await post_login(client, email, PASSWORD), 429, "too_many_requests")
 
 
 async def test_address_throttle_after_twenty_failures(client: Client) -> None:
@@ -151,9 +140,9 @@ async def test_address_throttle_after_twenty_failures(client: Client) -> None:
     await register(client, email=email)
     for _ in range(20):  # a different (unknown) account each time: no account throttle
         resp = await post_login(client, new_email("guess"), "wrong password!")
-        await problem(resp, 401, "invalid_credentials")
+        await expect_problem(resp, 401, "invalid_credentials")
     resp = await post_login(client, email, PASSWORD)
-    await problem(resp, 429, "too_many_requests")
+    await expect_problem(resp, 429, "too_many_requests")
     assert int(resp.headers["Retry-After"]) >= 1
 
 
@@ -161,12 +150,12 @@ async def test_successful_login_resets_account_failures(client: Client) -> None:
     email = new_email()
     await register(client, email=email)
     for _ in range(2):
-        await problem(
+        await expect_problem(
             await post_login(client, email, "wrong password!"), 401, "invalid_credentials"
         )
     await login(client, email, PASSWORD)
     for _ in range(2):
-        await problem(
+        await expect_problem(
             await post_login(client, email, "wrong password!"), 401, "invalid_credentials"
         )
     await login(client, email, PASSWORD)  # 4 failures in all, but never 3 in a row
@@ -190,8 +179,8 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(client: Client) -> N
     assert me_resp.status == 200
 
     # The old refresh token again: someone copied it. The whole family dies.
-    await problem(await refresh(client, me.refresh_token), 401, "refresh_token_reused")
-    await problem(await refresh(client, second["refresh_token"]), 401, "invalid_token")
+    await expect_problem(await refresh(client, me.refresh_token), 401, "refresh_token_reused")
+    await expect_problem(await refresh(client, second["refresh_token"]), 401, "invalid_token")
 
 
 async def test_refresh_chain(client: Client) -> None:
@@ -207,13 +196,13 @@ async def test_other_logins_survive_a_revoked_family(client: Client) -> None:
     me = await signed_up(client)
     phone = await login(client, me.email, PASSWORD)
     assert (await refresh(client, me.refresh_token)).status == 200
-    await problem(await refresh(client, me.refresh_token), 401, "refresh_token_reused")
+    await expect_problem(await refresh(client, me.refresh_token), 401, "refresh_token_reused")
     assert (await refresh(client, phone["refresh_token"])).status == 200
 
 
 @pytest.mark.parametrize("token", ["unknown-token", "x" * 512])
 async def test_refresh_with_unknown_token(client: Client, token: str) -> None:
-    await problem(await refresh(client, token), 401, "invalid_token")
+    await expect_problem(await refresh(client, token), 401, "invalid_token")
 
 
 async def test_refresh_with_an_access_token_fails(client: Client) -> None:
@@ -226,7 +215,7 @@ async def test_logout_revokes(client: Client) -> None:
     me = await signed_up(client)
     resp = await client.post("/api/v1/auth/logout", json={"refresh_token": me.refresh_token})
     assert resp.status == 204
-    await problem(await refresh(client, me.refresh_token), 401, "invalid_token")
+    await expect_problem(await refresh(client, me.refresh_token), 401, "invalid_token")
     # Logging out twice, or with an unknown token, is not an error (nothing to reveal).
     again = await client.post("/api/v1/auth/logout", json={"refresh_token": me.refresh_token})
     assert again.status == 204
@@ -239,7 +228,7 @@ async def test_logout_revokes_refreshed_descendants(client: Client) -> None:
     second = await (await refresh(client, me.refresh_token)).json()
     resp = await client.post("/api/v1/auth/logout", json={"refresh_token": me.refresh_token})
     assert resp.status == 204
-    await problem(await refresh(client, second["refresh_token"]), 401, "invalid_token")
+    await expect_problem(await refresh(client, second["refresh_token"]), 401, "invalid_token")
 
 
 # /me
@@ -273,7 +262,7 @@ async def test_patch_me_display_name_and_time_zone(client: Client) -> None:
 async def test_patch_me_rejects_bad_time_zone(client: Client) -> None:
     me = await signed_up(client)
     resp = await client.patch("/api/v1/me", json={"time_zone": "Nowhere"}, headers=me.headers)
-    await problem(resp, 422, "invalid_input")
+    await expect_problem(resp, 422, "invalid_input")
 
 
 @pytest.mark.parametrize("current", [None, "wrong password!"])
@@ -286,7 +275,7 @@ async def test_changing_login_needs_the_current_password(
     me = await signed_up(client)
     body = {**change, **({"current_password": current} if current else {})}
     resp = await client.patch("/api/v1/me", json=body, headers=me.headers)
-    await problem(resp, 403, "invalid_credentials")
+    await expect_problem(resp, 403, "invalid_credentials")
     await login(client, me.email, PASSWORD)  # nothing changed
 
 
@@ -301,7 +290,7 @@ async def test_change_email(client: Client) -> None:
     assert resp.status == 200
     assert (await resp.json())["email"] == new
     await login(client, new, PASSWORD)
-    await problem(await post_login(client, me.email, PASSWORD), 401, "invalid_credentials")
+    await expect_problem(await post_login(client, me.email, PASSWORD), 401, "invalid_credentials")
 
 
 async def test_change_email_to_a_taken_one(client: Client) -> None:
@@ -312,7 +301,7 @@ async def test_change_email_to_a_taken_one(client: Client) -> None:
         json={"email": other.email, "current_password": PASSWORD},
         headers=me.headers,
     )
-    await problem(resp, 409, "email_taken")
+    await expect_problem(resp, 409, "email_taken")
 
 
 async def test_change_password(client: Client) -> None:
@@ -324,7 +313,7 @@ async def test_change_password(client: Client) -> None:
     )
     assert resp.status == 200
     await login(client, me.email, "a new long password")
-    await problem(await post_login(client, me.email, PASSWORD), 401, "invalid_credentials")
+    await expect_problem(await post_login(client, me.email, PASSWORD), 401, "invalid_credentials")
 
 
 async def test_change_password_validates_the_new_one(client: Client) -> None:
@@ -334,7 +323,7 @@ async def test_change_password_validates_the_new_one(client: Client) -> None:
         json={"password": "short", "current_password": PASSWORD},
         headers=me.headers,
     )
-    await problem(resp, 422, "invalid_input")
+    await expect_problem(resp, 422, "invalid_input")
 
 
 # bearer tokens
@@ -342,7 +331,7 @@ async def test_change_password_validates_the_new_one(client: Client) -> None:
 
 async def test_me_without_credentials(client: Client) -> None:
     resp = await client.get("/api/v1/me")
-    await problem(resp, 401, "unauthenticated")
+    await expect_problem(resp, 401, "unauthenticated")
     assert resp.headers["WWW-Authenticate"].startswith("Bearer")
 
 
@@ -370,7 +359,7 @@ async def test_me_with_an_expired_token(client: Client) -> None:
     token, _ = app_services(client).tokens.issue_access(
         me.user_id, Role.PATIENT, None, now=utcnow() - timedelta(hours=2)
     )
-    await problem(await client.get("/api/v1/me", headers=auth(token)), 401, "token_expired")
+    await expect_problem(await client.get("/api/v1/me", headers=auth(token)), 401, "token_expired")
 
 
 async def test_access_token_of_a_missing_user(client: Client) -> None:

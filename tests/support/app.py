@@ -29,11 +29,13 @@ from broker.passwords import HashParams
 __all__ = [
     "FAST_HASH",
     "PASSWORD",
+    "PROBLEM",
     "Account",
     "app_services",
     "auth",
     "client",
     "clinic_admin",
+    "expect_problem",
     "login",
     "make_client",
     "new_email",
@@ -45,6 +47,7 @@ __all__ = [
 
 FAST_HASH = HashParams(time_cost=1, memory_cost=8 * 1024, parallelism=1)
 PASSWORD = "correct horse battery"
+PROBLEM = "application/problem+json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +70,18 @@ class Account:
 def auth(token: str) -> dict[str, str]:
     """``Authorization`` header for an access token or API key."""
     return {"Authorization": f"Bearer {token}"}
+
+
+async def expect_problem(resp: Any, status: int, code: str) -> dict[str, Any]:
+    """Assert an RFC 9457 problem response with this status and ``code``; return its body."""
+    assert resp.status == status, await resp.text()
+    assert resp.content_type == PROBLEM
+    body: dict[str, Any] = await resp.json(content_type=PROBLEM)
+    assert body["status"] == status
+    assert body["code"] == code
+    assert body["type"] == f"urn:citycall:problem:{code}"
+    assert body["title"]
+    return body
 
 
 def new_email(prefix: str = "user") -> str:
