@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
+from datetime import timedelta
 from importlib import metadata
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from broker.api import clinics as clinics_api
 from broker.api import device as device_api
 from broker.api import meta as meta_api
 from broker.api import openapi
+from broker.api import sessions as sessions_api
+from broker.api import webhooks as webhooks_api
 from broker.api.context import METRICS, SERVICES, SETTINGS, Services
 from broker.api.middleware import cors, observe, problems, security_headers
 from broker.api.web import Route, with_auth
@@ -24,14 +27,25 @@ from broker.device import DeviceFlow
 from broker.domain import utcnow
 from broker.metrics import Metrics
 from broker.passwords import HashParams, Passwords
+from broker.scheduling.joining import Joining
+from broker.scheduling.service import EventSink, Scheduling
+from broker.scheduling.sweeper import Sweeper
 from broker.store.base import Store
 from broker.tokens import KeyRing, Tokens, load_local_keys
+from broker.webhooks import Outbox, Webhooks, WebhookWorker
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 
 def all_routes() -> tuple[Route, ...]:
-    return (*meta_api.ROUTES, *auth_api.ROUTES, *clinics_api.ROUTES, *device_api.ROUTES)
+    return (
+        *meta_api.ROUTES,
+        *auth_api.ROUTES,
+        *clinics_api.ROUTES,
+        *device_api.ROUTES,
+        *sessions_api.ROUTES,
+        *webhooks_api.ROUTES,
+    )
 
 
 async def open_store(settings: Settings) -> Store:
@@ -45,7 +59,10 @@ async def open_store(settings: Settings) -> Store:
 
 
 async def build_services(
-    settings: Settings, store: Store, hash_params: HashParams | None = None
+    settings: Settings,
+    store: Store,
+    events: EventSink,
+    hash_params: HashParams | None = None,
 ) -> Services:
     now = utcnow()
     keys = KeyRing(store, load_local_keys(settings, now))
@@ -60,6 +77,16 @@ async def build_services(
         auth=auth,
         api_keys=ApiKeys(store),
         device=DeviceFlow(store, auth, settings.device_code_ttl, settings.device_poll_interval),
+        events=events,
+        webhooks=Webhooks(store),
+        scheduling=Scheduling(store, events),
+        joining=Joining(
+            store,
+            tokens,
+            events,
+            timedelta(minutes=settings.join_before_minutes),
+            timedelta(minutes=settings.join_grace_minutes),
+        ),
     )
 
 
@@ -80,9 +107,24 @@ def create_app(settings: Settings, hash_params: HashParams | None = None) -> web
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         store = await open_store(settings)
+        worker = WebhookWorker(store)
+        events = Outbox(store, wake=worker.wake)
         try:
-            app[SERVICES] = await build_services(settings, store, hash_params)
-            yield
+            svc = app[SERVICES] = await build_services(settings, store, events, hash_params)
+            sweeper = Sweeper(
+                store,
+                svc.events,
+                timedelta(minutes=settings.join_before_minutes),
+                timedelta(minutes=settings.join_grace_minutes),
+                timedelta(minutes=settings.reminder_minutes),
+            )
+            sweeper.start()
+            worker.start()
+            try:
+                yield
+            finally:
+                await worker.stop()
+                await sweeper.stop()
         finally:
             await store.close()
 

@@ -19,6 +19,7 @@ from broker.app import build_services, create_app, open_store
 from broker.config import Settings, SettingsError, describe
 from broker.domain import Role, utcnow
 from broker.errors import BrokerError
+from broker.webhooks import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ async def _seed_demo(app: web.Application) -> None:
 async def _admin(args: argparse.Namespace, settings: Settings) -> int:
     store = await open_store(settings)
     try:
-        svc = await build_services(settings, store)
+        svc = await build_services(settings, store, Outbox(store))
         action: Callable[[], Awaitable[str]]
         if args.command == "clinic":
 

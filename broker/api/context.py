@@ -12,8 +12,11 @@ from broker.auth import Auth
 from broker.config import Settings
 from broker.device import DeviceFlow
 from broker.metrics import Metrics
+from broker.scheduling.joining import Joining
+from broker.scheduling.service import EventSink, Scheduling
 from broker.store.base import Store
 from broker.tokens import KeyRing, Tokens
+from broker.webhooks import Webhooks
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +28,10 @@ class Services:
     auth: Auth
     api_keys: ApiKeys
     device: DeviceFlow
+    events: EventSink
+    webhooks: Webhooks
+    scheduling: Scheduling
+    joining: Joining
 
 
 SETTINGS = web.AppKey("settings", Settings)

@@ -9,7 +9,7 @@ from aiohttp import web
 from broker.api import schemas as s
 from broker.api.auth import token_response
 from broker.api.context import SETTINGS, services
-from broker.api.web import Route, no_content, principal, read_body, respond
+from broker.api.web import Query, Route, no_content, principal, read_body, respond
 from broker.errors import InvalidInput
 
 
@@ -90,7 +90,7 @@ ROUTES = (
         auth="user",
         response=s.PendingPairingOut,
         errors=(401, 404, 422),
-        query=(("user_code", "the code shown on the TV, e.g. BCDF-GHJK"),),
+        query=(Query("user_code", "the code shown on the TV, e.g. BCDF-GHJK", required=True),),
     ),
     Route(
         "POST",

@@ -69,16 +69,19 @@ def _operation(r: Route) -> dict[str, Any]:
         }
         for name in _PARAM.findall(r.path)
     ]
-    params += [
-        {
-            "name": name,
-            "in": "query",
-            "required": True,
-            "description": text,
-            "schema": {"type": "string", "minLength": 1, "maxLength": 32},
-        }
-        for name, text in r.query
-    ]
+    for q in r.query:
+        schema: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 64}
+        if q.format:
+            schema = {"type": "string", "format": q.format}
+        params.append(
+            {
+                "name": q.name,
+                "in": "query",
+                "required": q.required,
+                "description": q.description,
+                "schema": schema,
+            }
+        )
     if params:
         op["parameters"] = params
     if r.body is not None:

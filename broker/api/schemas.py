@@ -27,7 +27,7 @@ class _Out(msgspec.Struct, frozen=True, kw_only=True):
     pass
 
 
-class RegisterRequest(_In, frozen=True):
+class RegisterRequest(_In, frozen=True, kw_only=True):
     email: Email
     password: Password
     display_name: Name
@@ -35,7 +35,7 @@ class RegisterRequest(_In, frozen=True):
     time_zone: TimeZone = "UTC"
 
 
-class StaffRequest(_In, frozen=True):
+class StaffRequest(_In, frozen=True, kw_only=True):
     email: Email
     password: Password
     display_name: Name
@@ -43,16 +43,16 @@ class StaffRequest(_In, frozen=True):
     time_zone: TimeZone = "UTC"
 
 
-class LoginRequest(_In, frozen=True):
+class LoginRequest(_In, frozen=True, kw_only=True):
     email: Email
     password: Password
 
 
-class RefreshRequest(_In, frozen=True):
+class RefreshRequest(_In, frozen=True, kw_only=True):
     refresh_token: Opaque
 
 
-class ProfileUpdate(_In, frozen=True):
+class ProfileUpdate(_In, frozen=True, kw_only=True):
     display_name: Name | None = None
     email: Email | None = None
     time_zone: TimeZone | None = None
@@ -60,26 +60,26 @@ class ProfileUpdate(_In, frozen=True):
     current_password: Password | None = None
 
 
-class ApiKeyRequest(_In, frozen=True):
+class ApiKeyRequest(_In, frozen=True, kw_only=True):
     name: Name
 
 
-class DeviceCodeRequest(_In, frozen=True):
+class DeviceCodeRequest(_In, frozen=True, kw_only=True):
     client_id: Annotated[str, msgspec.Meta(max_length=64)] = "tv"
 
 
-class DeviceTokenRequest(_In, frozen=True):
+class DeviceTokenRequest(_In, frozen=True, kw_only=True):
     grant_type: Literal["urn:ietf:params:oauth:grant-type:device_code"]
     device_code: Opaque
     client_id: Annotated[str, msgspec.Meta(max_length=64)] | None = None
 
 
-class DeviceDecision(_In, frozen=True):
+class DeviceDecision(_In, frozen=True, kw_only=True):
     user_code: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
     approve: bool
 
 
-class UserOut(_Out, frozen=True):
+class UserOut(_Out, frozen=True, kw_only=True):
     id: str
     email: str
     display_name: str
@@ -101,11 +101,11 @@ class UserOut(_Out, frozen=True):
         )
 
 
-class UserList(_Out, frozen=True):
+class UserList(_Out, frozen=True, kw_only=True):
     items: list[UserOut]
 
 
-class ClinicOut(_Out, frozen=True):
+class ClinicOut(_Out, frozen=True, kw_only=True):
     id: str
     name: str
     time_zone: str
@@ -115,7 +115,7 @@ class ClinicOut(_Out, frozen=True):
         return cls(id=clinic.id, name=clinic.name, time_zone=clinic.time_zone)
 
 
-class TokenResponse(_Out, frozen=True):
+class TokenResponse(_Out, frozen=True, kw_only=True):
     access_token: str
     token_type: str
     expires_in: int
@@ -123,7 +123,7 @@ class TokenResponse(_Out, frozen=True):
     user: UserOut
 
 
-class ApiKeyOut(_Out, frozen=True):
+class ApiKeyOut(_Out, frozen=True, kw_only=True):
     id: str
     clinic_id: str
     name: str
@@ -141,16 +141,16 @@ class ApiKeyOut(_Out, frozen=True):
         )
 
 
-class ApiKeyCreated(_Out, frozen=True):
+class ApiKeyCreated(_Out, frozen=True, kw_only=True):
     key: ApiKeyOut
     secret: str  # the full credential, shown once
 
 
-class ApiKeyList(_Out, frozen=True):
+class ApiKeyList(_Out, frozen=True, kw_only=True):
     items: list[ApiKeyOut]
 
 
-class DeviceCodeResponse(_Out, frozen=True):
+class DeviceCodeResponse(_Out, frozen=True, kw_only=True):
     device_code: str
     user_code: str
     verification_uri: str
@@ -159,13 +159,13 @@ class DeviceCodeResponse(_Out, frozen=True):
     interval: int
 
 
-class PendingPairingOut(_Out, frozen=True):
+class PendingPairingOut(_Out, frozen=True, kw_only=True):
     user_code: str
     client_id: str
     expires_in: int
 
 
-class Jwk(_Out, frozen=True):
+class Jwk(_Out, frozen=True, kw_only=True):
     kty: str
     crv: str
     x: str
@@ -174,16 +174,16 @@ class Jwk(_Out, frozen=True):
     use: str
 
 
-class Jwks(_Out, frozen=True):
+class Jwks(_Out, frozen=True, kw_only=True):
     keys: list[Jwk]
 
 
-class Health(_Out, frozen=True):
+class Health(_Out, frozen=True, kw_only=True):
     status: str
     checks: dict[str, str] = {}
 
 
-class Problem(_Out, frozen=True):
+class Problem(_Out, frozen=True, kw_only=True):
     """RFC 9457 problem details, with the broker's stable ``code``."""
 
     type: str

@@ -20,7 +20,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 AuthKind = Literal["none", "user", "user_or_key"]
 T = TypeVar("T", bound=msgspec.Struct)
 
-PRINCIPAL = "citycall.principal"
+PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +38,17 @@ class Route:
     status: int = 200
     errors: tuple[int, ...] = ()
     form_body: bool = False  # also accepts application/x-www-form-urlencoded
-    query: tuple[tuple[str, str], ...] = ()  # (name, description) of query parameters
+    query: tuple[Query, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A query parameter, for the OpenAPI document."""
+
+    name: str
+    description: str
+    required: bool = False
+    format: str | None = None  # e.g. "date-time"
 
 
 async def read_body(request: web.Request, kind: type[T]) -> T:
@@ -94,10 +104,10 @@ async def authenticate(request: web.Request, kind: AuthKind) -> Principal | None
 
 def principal(request: web.Request) -> Principal:
     """The authenticated caller (routes with ``auth`` other than ``none``)."""
-    p = request.get(PRINCIPAL)
-    if not isinstance(p, Principal):
-        raise RuntimeError("route has no authentication")
-    return p
+    try:
+        return request[PRINCIPAL]
+    except KeyError:
+        raise RuntimeError("route has no authentication") from None
 
 
 def with_auth(route: Route) -> Handler:
@@ -105,7 +115,9 @@ def with_auth(route: Route) -> Handler:
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         if route.auth != "none":
-            request[PRINCIPAL] = await authenticate(request, route.auth)
+            who = await authenticate(request, route.auth)
+            if who is not None:
+                request[PRINCIPAL] = who
         return await route.handler(request)
 
     return wrapped

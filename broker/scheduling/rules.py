@@ -162,16 +162,19 @@ def suggest_starts(
     candidate: Session, others: Sequence[Session], capacity_kbps: int, count: int = SUGGESTIONS
 ) -> list[datetime]:
     """Earliest start times after the requested one at which the session fits and nobody in
-    it is busy (15-minute steps, one week ahead)."""
+    it is busy: the moments other sessions end, and a 15-minute grid, one week ahead."""
     duration = candidate.end - candidate.start
-    found: list[datetime] = []
-    at = candidate.start + SUGGESTION_STEP
     limit = candidate.start + SUGGESTION_HORIZON
-    while at <= limit and len(found) < count:
+    grid = int(SUGGESTION_HORIZON / SUGGESTION_STEP)
+    times = {candidate.start + SUGGESTION_STEP * i for i in range(1, grid + 1)}
+    times.update(s.end for s in others if candidate.start < s.end <= limit)
+    found: list[datetime] = []
+    for at in sorted(times):
         moved = replace(candidate, start=at, end=at + duration)
         if fits(moved, others, capacity_kbps) and not person_conflicts(moved, others):
             found.append(at)
-        at += SUGGESTION_STEP
+            if len(found) == count:
+                break
     return found
 
 
