@@ -96,7 +96,11 @@ class Joining:
             role = ParticipantRole.HOST  # the clinic's staff may step in as hosts
         if role is None:
             raise NotFound("no such session")
-        return self._grant(session, by.subject, role, None)
+        grant = self._grant(session, by.subject, role, None)
+        await self._store.append_audit(
+            AuditEntry(session.id, self._clock(), "join_token_issued", by.subject)
+        )
+        return grant
 
     def _grant(
         self, session: Session, subject: str, role: ParticipantRole, name: str | None
@@ -192,7 +196,9 @@ class Joining:
                 "this invite link is not valid (expired, used or revoked)", code="invalid_invite"
             )
         log.info("invite redeemed", extra={"invite_id": invite.id, "session_id": session.id})
-        return self._grant(session, invite.id, invite.role, invite.display_name)
+        grant = self._grant(session, invite.id, invite.role, invite.display_name)
+        await self._store.append_audit(AuditEntry(session.id, now, "invite_redeemed", invite.id))
+        return grant
 
     # audit trail
     async def record(

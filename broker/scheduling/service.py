@@ -18,6 +18,7 @@ from broker.errors import InvalidInput, NotFound, PermissionDenied
 from broker.policy import Principal
 from broker.scheduling import access, recurrence, rules, slots
 from broker.scheduling.model import (
+    AuditEntry,
     Availability,
     Event,
     Participant,
@@ -265,13 +266,20 @@ class Scheduling:
             updated_at=self._clock(),
             status=SessionStatus.BOOKED,
         )
-        return await self._book(moved, allow_downgrade, SESSION_UPDATED)
+        booked = await self._book(moved, allow_downgrade, SESSION_UPDATED)
+        await self._store.append_audit(
+            AuditEntry(session.id, self._clock(), "rescheduled", by.subject)
+        )
+        return booked
 
     async def cancel(self, by: Principal, session_id: str, reason: str | None = None) -> Session:
         session = await self._changeable(by, session_id)
         cancelled = rules.transition(session, SessionStatus.CANCELLED, self._clock())
         cancelled = replace(cancelled, sequence=session.sequence + 1)
         await self._store.update_session(cancelled)
+        await self._store.append_audit(
+            AuditEntry(session.id, self._clock(), "cancelled", by.subject, reason=reason)
+        )
         log.info("session cancelled", extra={"session_id": session.id})
         await self._events.emit(
             make_event(

@@ -396,3 +396,28 @@ async def test_clinic_api_key_books_and_lists(client: Any, clinic: Any) -> None:
     )
     items = (await listed.json())["items"]
     assert [i["notes"] for i in items] == ["bring readings"]
+
+
+async def test_audit_trail_keeps_ids_and_is_for_staff(client: Any, clinic: Any) -> None:
+    admin, clinician, patient = clinic
+    resp = await checkup(client, admin, clinician.user_id, patient.user_id, at(5))
+    session_id = (await resp.json())["items"][0]["id"]
+    assert (
+        await client.post(f"/api/v1/sessions/{session_id}/join", headers=patient.headers)
+    ).status == 200
+    await client.post(
+        f"/api/v1/sessions/{session_id}/cancel",
+        json={"reason": "clinic_closed"},
+        headers=admin.headers,
+    )
+    trail = await client.get(f"/api/v1/sessions/{session_id}/audit", headers=clinician.headers)
+    assert trail.status == 200
+    items = (await trail.json())["items"]
+    assert [(i["action"], i["actor_id"]) for i in items] == [
+        ("join_token_issued", patient.user_id),
+        ("cancelled", admin.user_id),
+    ]
+    assert items[1]["reason"] == "clinic_closed"
+    assert "@" not in await trail.text()
+    denied = await client.get(f"/api/v1/sessions/{session_id}/audit", headers=patient.headers)
+    await expect_problem(denied, 403, "forbidden")
