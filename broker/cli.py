@@ -144,7 +144,7 @@ async def _seed_demo(app: web.Application) -> None:
     from broker.demo import seed
 
     svc = app[SERVICES]
-    logins = await seed(svc.store, svc.accounts)
+    logins = await seed(svc.store, svc.accounts, svc.scheduling)
     print(f"Demo logins (password for all: {logins[0].password}):", flush=True)
     for login in logins:
         print(f"  {login.role:<10} {login.email:<32} {login.display_name}", flush=True)
