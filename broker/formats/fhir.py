@@ -61,9 +61,12 @@ _TRANSLATOR = (PARTICIPANT_TYPE, "translator", "Translator")
 
 
 def fhir_id(value: str) -> str:
-    """Our id as a FHIR id (``usr_Ab_c`` -> ``usr.Ab.c``); ValueError if it cannot be one."""
+    """Our id as a FHIR id (``usr_Ab_c`` -> ``usr.Ab.c``); ValueError if it cannot be one.
+
+    Idempotent: a value that is already a FHIR id (has ``.``, no ``_``) comes back unchanged.
+    """
     out = value.replace("_", ".")
-    if "." in value or not _FHIR_ID.fullmatch(out):
+    if ("_" in value and "." in value) or not _FHIR_ID.fullmatch(out):
         raise ValueError(f"not representable as a FHIR id: {value!r}")
     return out
 
@@ -202,7 +205,7 @@ def slot(
 ) -> dict[str, Any]:
     """One bookable (``free``) or taken (``busy``) slot of a clinician's schedule.
 
-    ``schedule_id`` is our id of the schedule; by default the clinician's own (see
+    ``schedule_id`` (our id or its FHIR form) defaults to the clinician's own schedule (see
     :func:`schedule`, whose id is the clinician's).
     """
     return {

@@ -165,7 +165,12 @@ def test_ids_round_trip_and_are_valid_fhir_ids(value: str) -> None:
     assert fhir.our_id(out) == value
 
 
-@pytest.mark.parametrize("value", ["", "a.b", "a b", "x" * 65, "ses_é"])
+def test_fhir_id_is_idempotent() -> None:
+    assert fhir.fhir_id(fhir.fhir_id("usr_doc_A")) == "usr.doc.A"
+    assert fhir.fhir_id("a.b") == "a.b"
+
+
+@pytest.mark.parametrize("value", ["", "a_b.c", "a b", "x" * 65, "ses_é"])
 def test_unrepresentable_ids_are_refused(value: str) -> None:
     with pytest.raises(ValueError):
         fhir.fhir_id(value)
@@ -297,8 +302,9 @@ def test_slot(free: bool, status: str) -> None:
     assert resource["start"] == "2026-10-22T07:00:00Z"
     assert resource["end"] == "2026-10-22T07:20:00Z"
     assert resource["id"] == fhir.slot_id("usr_doc_A", T0)
-    other = fhir.slot("usr_doc_A", T0, T0 + timedelta(minutes=20), free, "sch_2")
-    assert other["schedule"] == {"reference": "Schedule/sch.2"}
+    for schedule_id in ("sch_2", "sch.2"):  # our id, or already its FHIR form
+        other = fhir.slot("usr_doc_A", T0, T0 + timedelta(minutes=20), free, schedule_id)
+        assert other["schedule"] == {"reference": "Schedule/sch.2"}
 
 
 def availability() -> Availability:
