@@ -16,6 +16,7 @@ from broker.api import device as device_api
 from broker.api import meta as meta_api
 from broker.api import openapi
 from broker.api import sessions as sessions_api
+from broker.api import standards as standards_api
 from broker.api import webhooks as webhooks_api
 from broker.api.context import METRICS, SERVICES, SETTINGS, Services
 from broker.api.middleware import cors, observe, problems, security_headers
@@ -45,6 +46,7 @@ def all_routes() -> tuple[Route, ...]:
         *device_api.ROUTES,
         *sessions_api.ROUTES,
         *webhooks_api.ROUTES,
+        *standards_api.ROUTES,
     )
 
 
