@@ -58,6 +58,7 @@ from broker.domain import (
 from broker.errors import Conflict, NotFound, StoreError
 from broker.store.base import DuplicateEmail, StoreUnavailable
 from broker.store.codec import decode, encode, format_datetime, parse_datetime
+from broker.store.redis_schedule import RedisScheduleMixin
 
 if TYPE_CHECKING:
     from broker.store.base import Store
@@ -150,7 +151,7 @@ def _ms(delta: timedelta) -> int:
     return max(1, int(delta.total_seconds() * 1000))
 
 
-class RedisStore:
+class RedisStore(RedisScheduleMixin):
     """Accounts and credentials in Redis. The store owns its client: ``close`` closes it."""
 
     def __init__(self, client: aredis.Redis, prefix: str = "cc") -> None:
