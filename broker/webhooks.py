@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -267,12 +268,18 @@ class WebhookWorker:
         self._jitter = jitter
         self._clock = clock
         self._wakeup = asyncio.Event()
+        self._pass = asyncio.Lock()  # one pass at a time: a delivery is never sent twice at once
         self._stopping = False
         self._held = False
         self._renewed_at = float("-inf")
         self._failing = False
         self._task: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
+
+    @property
+    def holds_lease(self) -> bool:
+        """Whether this node was the sender at its last look (for tests and status pages)."""
+        return self._held
 
     def wake(self) -> None:
         """Deliver now instead of at the next poll (called by ``Outbox.emit``)."""
@@ -343,6 +350,10 @@ class WebhookWorker:
         """One pass: how many due deliveries were handled (0 without the lease)."""
         if self._http is None:
             raise RuntimeError("worker not started")
+        async with self._pass:
+            return await self._run_pass()
+
+    async def _run_pass(self) -> int:
         if not await self._renew():
             return 0
         due = await self._store.due_deliveries(self._clock(), self._batch)
@@ -504,7 +515,10 @@ class Webhooks:
         return endpoint
 
 
-def delivery_status(d: Delivery) -> str:
+DeliveryStatus = Literal["pending", "failing", "delivered"]
+
+
+def delivery_status(d: Delivery) -> DeliveryStatus:
     """``delivered``, ``failing`` (retrying after errors) or ``pending``."""
     if d.delivered_at is not None:
         return "delivered"
