@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from broker.errors import Conflict
 from broker.scheduling.model import (
     AuditEntry,
     Availability,
@@ -152,19 +153,22 @@ class SqliteScheduleMixin:
 
     # invites
     async def create_invite(self, invite: Invite) -> None:
-        await self._run(
-            lambda c: c.execute(
-                "INSERT INTO invites (id, session_id, token_hash, created_at, doc)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (
-                    invite.id,
-                    invite.session_id,
-                    invite.token_hash,
-                    ts(invite.created_at),
-                    dump(invite),
-                ),
+        try:
+            await self._run(
+                lambda c: c.execute(
+                    "INSERT INTO invites (id, session_id, token_hash, created_at, doc)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (
+                        invite.id,
+                        invite.session_id,
+                        invite.token_hash,
+                        ts(invite.created_at),
+                        dump(invite),
+                    ),
+                )
             )
-        )
+        except sqlite3.IntegrityError:
+            raise Conflict("already exists", code="conflict") from None
 
     async def get_invite(self, invite_id: str) -> Invite | None:
         return await self._one_invite("id", invite_id)
@@ -223,13 +227,16 @@ class SqliteScheduleMixin:
 
     # calendar feeds
     async def set_feed_token(self, user_id: str, token_hash: str) -> None:
-        await self._run(
-            lambda c: c.execute(
-                "INSERT INTO feed_tokens (user_id, token_hash) VALUES (?, ?)"
-                " ON CONFLICT(user_id) DO UPDATE SET token_hash=excluded.token_hash",
-                (user_id, token_hash),
+        try:
+            await self._run(
+                lambda c: c.execute(
+                    "INSERT INTO feed_tokens (user_id, token_hash) VALUES (?, ?)"
+                    " ON CONFLICT(user_id) DO UPDATE SET token_hash=excluded.token_hash",
+                    (user_id, token_hash),
+                )
             )
-        )
+        except sqlite3.IntegrityError:
+            raise Conflict("already exists", code="conflict") from None
 
     async def get_feed_user(self, token_hash: str) -> str | None:
         row = await self._run(
@@ -241,12 +248,15 @@ class SqliteScheduleMixin:
 
     # webhooks and outbox
     async def create_webhook(self, endpoint: WebhookEndpoint) -> None:
-        await self._run(
-            lambda c: c.execute(
-                "INSERT INTO webhooks (id, clinic_id, created_at, doc) VALUES (?, ?, ?, ?)",
-                (endpoint.id, endpoint.clinic_id, ts(endpoint.created_at), dump(endpoint)),
+        try:
+            await self._run(
+                lambda c: c.execute(
+                    "INSERT INTO webhooks (id, clinic_id, created_at, doc) VALUES (?, ?, ?, ?)",
+                    (endpoint.id, endpoint.clinic_id, ts(endpoint.created_at), dump(endpoint)),
+                )
             )
-        )
+        except sqlite3.IntegrityError:
+            raise Conflict("already exists", code="conflict") from None
 
     async def get_webhook(self, endpoint_id: str) -> WebhookEndpoint | None:
         row = await self._run(
@@ -272,11 +282,12 @@ class SqliteScheduleMixin:
     async def enqueue_deliveries(self, deliveries: Sequence[Delivery]) -> None:
         def q(c: sqlite3.Connection) -> None:
             for d in deliveries:
+                d = replace(d, id=d.id or uuid.uuid4().hex)
                 cur = c.execute(
                     "INSERT INTO deliveries (id, endpoint_id, session_id, next_attempt_at,"
                     " delivered_at, doc) VALUES (?, ?, ?, ?, NULL, '')",
                     (
-                        d.id or uuid.uuid4().hex,
+                        d.id,
                         d.endpoint_id,
                         d.event.session_id,
                         ts(d.next_attempt_at or d.event.occurred_at),
