@@ -55,7 +55,10 @@ async def read_body(request: web.Request, kind: type[T]) -> T:
     """Parse and validate a JSON (or, where allowed, form) body into ``kind``."""
     raw = await request.read()
     if request.content_type == "application/x-www-form-urlencoded":
-        form = await request.post()
+        try:
+            form = await request.post()
+        except (ValueError, LookupError):  # bytes not in its charset; an unknown charset
+            raise InvalidInput("request body is not a valid form", code="malformed_form") from None
         data: Any = {k: v for k, v in form.items() if isinstance(v, str)}
         try:
             return msgspec.convert(data, kind, strict=False)
