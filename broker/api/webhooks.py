@@ -1,6 +1,6 @@
 """Webhook endpoints of a clinic, and their delivery log.
 
-The ``Webhooks`` service is found under the ``WEBHOOKS`` app key (set by the composition root).
+The ``Webhooks`` service is one of the app's ``Services``.
 """
 
 from __future__ import annotations
@@ -10,12 +10,11 @@ from typing import Annotated, Literal, get_args
 import msgspec
 from aiohttp import web
 
+from broker.api.context import services
 from broker.api.web import Route, no_content, principal, read_body, respond
 from broker.errors import InvalidInput
 from broker.scheduling.model import Delivery, WebhookEndpoint
-from broker.webhooks import MAX_URL_LENGTH, DeliveryStatus, Webhooks, delivery_status
-
-WEBHOOKS = web.AppKey("webhooks", Webhooks)
+from broker.webhooks import MAX_URL_LENGTH, DeliveryStatus, delivery_status
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
@@ -122,26 +121,28 @@ def _limit(request: web.Request) -> int:
 
 async def create_webhook(request: web.Request) -> web.Response:
     body = await read_body(request, WebhookRequest)
-    endpoint = await request.app[WEBHOOKS].create(
+    endpoint = await services(request).webhooks.create(
         principal(request), request.match_info["clinic_id"], body.url, body.event_types
     )
     return respond(WebhookCreated(webhook=WebhookOut.of(endpoint), secret=endpoint.secret), 201)
 
 
 async def list_webhooks(request: web.Request) -> web.Response:
-    items = await request.app[WEBHOOKS].list(principal(request), request.match_info["clinic_id"])
+    items = await services(request).webhooks.list(
+        principal(request), request.match_info["clinic_id"]
+    )
     return respond(WebhookList(items=[WebhookOut.of(e) for e in items]))
 
 
 async def delete_webhook(request: web.Request) -> web.Response:
-    await request.app[WEBHOOKS].delete(
+    await services(request).webhooks.delete(
         principal(request), request.match_info["clinic_id"], request.match_info["endpoint_id"]
     )
     return no_content()
 
 
 async def list_deliveries(request: web.Request) -> web.Response:
-    items = await request.app[WEBHOOKS].deliveries(
+    items = await services(request).webhooks.deliveries(
         principal(request),
         request.match_info["clinic_id"],
         request.match_info["endpoint_id"],

@@ -1,7 +1,8 @@
 """Webhooks: signatures, the outbox, and delivery to a real HTTP receiver on loopback.
 
-Every delivery test uses a real ``SqliteStore`` on disk and a real aiohttp server; workers run
-with millisecond backoff and a short lease so the suite stays quick.
+Every delivery test runs against both real stores (``SqliteStore`` on disk, ``RedisStore`` on a
+throw-away redis-server) and a real aiohttp server; workers run with millisecond backoff and a
+short lease so the suite stays quick.
 """
 
 from __future__ import annotations
@@ -17,17 +18,15 @@ import msgspec
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from broker.api import webhooks as webhooks_api
-from broker.api.context import SERVICES
-from broker.api.web import with_auth
-from broker.app import create_app
-from broker.config import Settings
 from broker.domain import Role, new_id
 from broker.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from broker.policy import Principal
 from broker.scheduling.model import Event, WebhookEndpoint
+from broker.store.base import Store
+from broker.store.redis import RedisStore
 from broker.store.sqlite import SqliteStore
 from broker.webhooks import (
     EVENT_TYPES,
@@ -47,7 +46,7 @@ from broker.webhooks import (
     url_problem,
     verify,
 )
-from tests.support.app import FAST_HASH, app_services, auth, staff_account
+from tests.support.app import app_services, auth, staff_account
 from tests.support.servers import free_port
 
 CLINIC = "cln_test"
@@ -118,16 +117,37 @@ async def receiver() -> AsyncIterator[Receiver]:
         await r.stop()
 
 
+Opener = Callable[[], Awaitable[Store]]
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    """Opens a new store on the same data each time (a restart, or another node)."""
+    if request.param == "sqlite":
+        path = tmp_path / "db"
+
+        async def sqlite() -> Store:
+            return await SqliteStore.open(path)
+
+        return sqlite
+    url: str = request.getfixturevalue("redis_url")
+
+    async def redis() -> Store:
+        return await RedisStore.connect(url)
+
+    return redis
+
+
 @pytest_asyncio.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = await SqliteStore.open(tmp_path / "db")
+async def store(open_store: Opener) -> AsyncIterator[Store]:
+    s = await open_store()
     try:
         yield s
     finally:
         await s.close()
 
 
-def fast_worker(store: SqliteStore, **kw: Any) -> WebhookWorker:
+def fast_worker(store: Store, **kw: Any) -> WebhookWorker:
     params: dict[str, Any] = dict(
         poll_interval=0.05, base_delay=0.05, jitter=0.0, request_timeout=1.0, lease_ttl=2.0
     )
@@ -275,7 +295,7 @@ def test_api_event_types_match_the_service() -> None:
 
 
 async def test_events_without_a_clinic_or_unsubscribed_make_no_deliveries(
-    store: SqliteStore,
+    store: Store,
 ) -> None:
     hooks = Webhooks(store)
     every = await hooks.create(ADMIN, CLINIC, "https://a.example.org/")
@@ -305,7 +325,7 @@ async def test_events_without_a_clinic_or_unsubscribed_make_no_deliveries(
 # Delivery to a real receiver
 
 
-async def test_delivered_once_in_order_and_signed(store: SqliteStore, receiver: Receiver) -> None:
+async def test_delivered_once_in_order_and_signed(store: Store, receiver: Receiver) -> None:
     endpoint = await Webhooks(store).create(ADMIN, CLINIC, receiver.url)
     worker = await running(fast_worker(store))
     outbox = Outbox(store, wake=worker.wake)
@@ -330,7 +350,7 @@ async def test_delivered_once_in_order_and_signed(store: SqliteStore, receiver: 
 
 
 async def test_a_failing_receiver_gets_the_event_on_retry_and_order_holds(
-    store: SqliteStore, receiver: Receiver
+    store: Store, receiver: Receiver
 ) -> None:
     hooks = Webhooks(store)
     endpoint = await hooks.create(ADMIN, CLINIC, receiver.url)
@@ -353,7 +373,7 @@ async def test_a_failing_receiver_gets_the_event_on_retry_and_order_holds(
     assert all(d.delivered_at is not None for d in log)
 
 
-async def test_redirects_are_not_followed(store: SqliteStore, receiver: Receiver) -> None:
+async def test_redirects_are_not_followed(store: Store, receiver: Receiver) -> None:
     endpoint = await Webhooks(store).create(ADMIN, CLINIC, receiver.url.replace("/hooks", "/moved"))
     worker = await running(fast_worker(store))
     try:
@@ -371,10 +391,9 @@ async def test_redirects_are_not_followed(store: SqliteStore, receiver: Receiver
     assert receiver.received == []
 
 
-async def test_outbox_survives_a_restart(tmp_path: Path) -> None:
-    path = tmp_path / "db"
+async def test_outbox_survives_a_restart(open_store: Opener) -> None:
     receiver = Receiver(free_port())  # not listening yet
-    store = await SqliteStore.open(path)
+    store = await open_store()
     endpoint = await Webhooks(store).create(ADMIN, CLINIC, receiver.url)
     worker = await running(fast_worker(store))
     sent = event("ses_1")
@@ -390,7 +409,7 @@ async def test_outbox_survives_a_restart(tmp_path: Path) -> None:
         await worker.stop()
         await store.close()
 
-    store = await SqliteStore.open(path)
+    store = await open_store()
     await receiver.start()
     worker = await running(fast_worker(store))  # a new process: a new node id
     try:
@@ -407,11 +426,10 @@ async def test_outbox_survives_a_restart(tmp_path: Path) -> None:
 
 
 async def test_two_nodes_on_one_store_deliver_exactly_once(
-    tmp_path: Path, receiver: Receiver
+    open_store: Opener, receiver: Receiver
 ) -> None:
-    path = tmp_path / "db"
-    node_a = await SqliteStore.open(path)
-    node_b = await SqliteStore.open(path)
+    node_a = await open_store()
+    node_b = await open_store()
     await Webhooks(node_a).create(ADMIN, CLINIC, receiver.url)
     a = await running(fast_worker(node_a, node_id="node_a"))
     b = await running(fast_worker(node_b, node_id="node_b"))
@@ -447,7 +465,7 @@ async def test_two_nodes_on_one_store_deliver_exactly_once(
     assert len(receiver.received) == 21
 
 
-async def test_a_deleted_endpoint_gets_nothing_more(store: SqliteStore, receiver: Receiver) -> None:
+async def test_a_deleted_endpoint_gets_nothing_more(store: Store, receiver: Receiver) -> None:
     hooks = Webhooks(store)
     endpoint = await hooks.create(ADMIN, CLINIC, receiver.url)
     await Outbox(store).emit(event())  # queued while no worker runs
@@ -472,7 +490,7 @@ async def test_a_deleted_endpoint_gets_nothing_more(store: SqliteStore, receiver
 # The service's rules
 
 
-async def test_who_may_manage_webhooks(store: SqliteStore) -> None:
+async def test_who_may_manage_webhooks(store: Store) -> None:
     hooks = Webhooks(store)
     key = Principal("key_1", None, CLINIC, api_key=True)
     made = await hooks.create(key, CLINIC, "https://ehr.example.org/hooks")
@@ -498,7 +516,7 @@ async def test_who_may_manage_webhooks(store: SqliteStore) -> None:
         await hooks.delete(key, CLINIC, made.id)
 
 
-async def test_create_refuses_bad_input_and_too_many(store: SqliteStore) -> None:
+async def test_create_refuses_bad_input_and_too_many(store: Store) -> None:
     hooks = Webhooks(store, max_endpoints=2)
     with pytest.raises(InvalidInput):
         await hooks.create(ADMIN, CLINIC, "ftp://ehr.example.org/")
@@ -517,23 +535,9 @@ async def test_create_refuses_bad_input_and_too_many(store: SqliteStore) -> None
 
 
 @pytest_asyncio.fixture
-async def hooks_client(settings: Settings) -> AsyncIterator[TestClient[Any, Any]]:
-    """The broker app plus the webhook routes, wired the way app.py is told to."""
-    app = create_app(settings, hash_params=FAST_HASH)
-
-    async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
-        app[webhooks_api.WEBHOOKS] = Webhooks(app[SERVICES].store)
-        yield
-
-    app.cleanup_ctx.append(webhooks_ctx)
-    for route in webhooks_api.ROUTES:
-        app.router.add_route(route.method, route.path, with_auth(route))
-    client: TestClient[Any, Any] = TestClient(TestServer(app))
-    await client.start_server()
-    try:
-        yield client
-    finally:
-        await client.close()
+async def hooks_client(client: TestClient[Any, Any]) -> TestClient[Any, Any]:
+    """The broker app; its webhook routes and service are wired by app.py."""
+    return client
 
 
 async def test_webhooks_over_http(hooks_client: TestClient[Any, Any]) -> None:
