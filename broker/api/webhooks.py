@@ -11,7 +11,7 @@ import msgspec
 from aiohttp import web
 
 from broker.api.context import services
-from broker.api.web import Route, no_content, principal, read_body, respond
+from broker.api.web import Query, Route, no_content, principal, read_body, respond
 from broker.errors import InvalidInput
 from broker.scheduling.model import Delivery, WebhookEndpoint
 from broker.webhooks import MAX_URL_LENGTH, DeliveryStatus, delivery_status
@@ -189,10 +189,11 @@ ROUTES = (
         "GET",
         _HOOKS + "/{endpoint_id}/deliveries",
         list_deliveries,
-        "The endpoint's delivery log: attempts, status and last error (optional ?limit=)",
+        "The endpoint's delivery log: attempts, status and last error",
         "webhooks",
         auth="user_or_key",
         response=WebhookDeliveryList,
         errors=(401, 403, 404, 422),
+        query=(Query("limit", f"at most this many deliveries (1-{MAX_LIMIT}, default 100)"),),
     ),
 )
