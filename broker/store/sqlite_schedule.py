@@ -324,7 +324,7 @@ class SqliteScheduleMixin:
                 return
             d = change(load(Delivery, row["doc"]))
             c.execute(
-                "UPDATE deliveries SET doc = ?, delivered_at = ?,"
+                "UPDATE deliveries SET doc = ?, delivered_at = COALESCE(?, delivered_at),"
                 " next_attempt_at = COALESCE(?, next_attempt_at) WHERE id = ?",
                 (dump(d), delivered_at and ts(delivered_at), next_at and ts(next_at), delivery_id),
             )
