@@ -148,6 +148,7 @@ def test_demo_seed_twice_does_not_duplicate(
     first = _login(broker, "admin@demo.citycall.test", demo.PASSWORD)
     clinic_id = first["user"]["clinic_id"]
     assert clinic_id
+    sessions = _patient_sessions(broker)
 
     broker = broker_launcher.restart(broker)
     assert "Demo logins" in broker.output()
@@ -160,6 +161,14 @@ def test_demo_seed_twice_does_not_duplicate(
     assert roles == ["admin", "clinician"]
     for _, email, _ in demo.DEMO_PEOPLE:
         _login(broker, email, demo.PASSWORD)
+    assert _patient_sessions(broker) == sessions, "the demo sessions must not be booked twice"
+
+
+def _patient_sessions(broker: BrokerProcess) -> list[str]:
+    patient = _login(broker, "patient@demo.citycall.test", demo.PASSWORD)
+    reply = broker.call("GET", "/api/v1/sessions", token=patient["access_token"])
+    assert reply.status == 200, reply.body
+    return sorted(session["id"] for session in reply.json()["items"])
 
 
 def _serve(launcher: BrokerLauncher, *flags: str) -> Any:
