@@ -1,0 +1,91 @@
+"""The ``Bus`` protocol: how signaling nodes share rooms and reach each other's peers.
+
+Two backends: ``MemoryBus`` (one node, in-process) and ``RedisBus`` (many nodes on one Redis).
+Both pass ``tests/signaling/test_bus_contract.py``.
+
+Delivery model: every frame sent to a peer gets the next ``seq`` of that peer and is kept in a
+bounded replay buffer; the node that has *claimed* the peer (its socket lives there) receives it
+through the ``deliver`` callback given to ``start``. A peer that reconnects, on any node, claims
+itself there and asks for ``replay(peer_id, last_seq)``: nothing lost, nothing twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+# deliver(peer_id, seq, frame): called on the claiming node for each frame, in seq order.
+Deliver = Callable[[str, int, bytes], Awaitable[None]]
+
+REPLAY_LIMIT = 256  # frames kept per peer for resume
+
+
+class BusUnavailable(Exception):
+    """The backend (Redis) cannot be reached."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRecord:
+    """One peer of a session's room, as every node sees it."""
+
+    peer_id: str
+    session_id: str
+    subject: str  # user id, or invite id for guests
+    role: str  # participant role: host, patient, family, interpreter, guest
+    name: str | None  # display name (guests), else looked up by clients via the REST API
+    node_id: str
+    state: str  # "waiting", "in_call" or "reconnecting"
+    since: float  # unix time of entering this state (waiting-room order)
+    device: str | None = None
+
+
+class Bus(Protocol):
+    @property
+    def node_id(self) -> str: ...
+
+    async def start(self, deliver: Deliver) -> None:
+        """Begin receiving frames for peers claimed by this node."""
+
+    async def close(self) -> None: ...
+    async def ping(self) -> None: ...
+
+    # frames
+    async def send(self, peer_id: str, frame: bytes) -> int:
+        """Stamp the peer's next ``seq`` on ``frame`` (a JSON object), keep it for replay and
+        deliver it to the node that has claimed the peer (if any). Returns the seq."""
+
+    async def claim(self, peer_id: str) -> None:
+        """This node delivers for ``peer_id`` from now on (a move from another node included)."""
+
+    async def release(self, peer_id: str) -> None:
+        """Stop delivering ``peer_id`` here (frames are still kept for replay)."""
+
+    async def replay(self, peer_id: str, after_seq: int) -> list[bytes] | None:
+        """Kept frames with seq > ``after_seq``, in order; None if some were already dropped."""
+
+    async def forget(self, peer_id: str) -> None:
+        """Drop the peer's buffer, seq counter and claim (it left for good)."""
+
+    # rooms
+    def room_lock(self, session_id: str) -> AbstractAsyncContextManager[None]:
+        """Mutual exclusion for changes to one room, across all nodes."""
+
+    async def room_peers(self, session_id: str) -> list[PeerRecord]:
+        """Peers of the room, ordered by ``since`` then ``peer_id``."""
+
+    async def put_peer(self, record: PeerRecord) -> None: ...
+    async def get_peer(self, session_id: str, peer_id: str) -> PeerRecord | None: ...
+    async def remove_peer(self, session_id: str, peer_id: str) -> None: ...
+
+    # ringing: the idle connections (TV, phone) of a user
+    async def add_idle(self, user_id: str, peer_id: str) -> None: ...
+    async def remove_idle(self, user_id: str, peer_id: str) -> None: ...
+    async def idle_peers(self, user_id: str) -> list[str]: ...
+
+    # node liveness
+    async def heartbeat(self, ttl_seconds: float) -> None:
+        """Mark this node alive for ``ttl_seconds``."""
+
+    async def live_nodes(self) -> set[str]: ...
