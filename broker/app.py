@@ -29,12 +29,18 @@ from broker.domain import utcnow
 from broker.metrics import Metrics
 from broker.passwords import HashParams, Passwords
 from broker.scheduling.joining import Joining
+from broker.scheduling.model import Event
 from broker.scheduling.service import EventSink, Scheduling
 from broker.scheduling.sweeper import Sweeper
 from broker.store.base import Store
 from broker.tokens import KeyRing, Tokens, load_local_keys
 from broker.webhooks import Outbox, Webhooks, WebhookWorker
+from signaling.bus.base import Bus
+from signaling.handler import SignalingHandler
+from signaling.node import SignalingNode
+from signaling.rooms import Rooms
 
+SIGNALING = web.AppKey("signaling", SignalingHandler)
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 
@@ -92,6 +98,34 @@ async def build_services(
     )
 
 
+class Fanout:
+    """An ``EventSink`` passing each event to several sinks (webhooks, signaling)."""
+
+    def __init__(self, sinks: list[EventSink]) -> None:
+        self.sinks = sinks
+
+    async def emit(self, event: Event) -> None:
+        for sink in self.sinks:
+            await sink.emit(event)
+
+
+async def open_bus(settings: Settings) -> Bus:
+    if settings.redis_url:
+        from signaling.bus.redis import RedisBus
+
+        return await RedisBus.connect(settings.redis_url)
+    from signaling.bus.memory import MemoryBus
+
+    return MemoryBus()
+
+
+async def start_signaling(settings: Settings, svc: Services) -> SignalingHandler:
+    bus = await open_bus(settings)
+    node = SignalingNode(bus, Rooms(bus, svc.store, svc.joining), settings.signaling_grace)
+    await node.start()
+    return SignalingHandler(node, svc.tokens, svc.joining, settings, settings.heartbeat)
+
+
 def _version() -> str:
     try:
         return metadata.version("citycall")
@@ -110,9 +144,12 @@ def create_app(settings: Settings, hash_params: HashParams | None = None) -> web
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         store = await open_store(settings)
         worker = WebhookWorker(store)
-        events = Outbox(store, wake=worker.wake)
+        events = Fanout([Outbox(store, wake=worker.wake)])
         try:
             svc = app[SERVICES] = await build_services(settings, store, events, hash_params)
+            handler = await start_signaling(settings, svc)
+            app[SIGNALING] = handler
+            events.sinks.append(handler.node)
             sweeper = Sweeper(
                 store,
                 svc.events,
@@ -127,10 +164,20 @@ def create_app(settings: Settings, hash_params: HashParams | None = None) -> web
             finally:
                 await worker.stop()
                 await sweeper.stop()
+                await handler.close_all()
         finally:
             await store.close()
 
+    async def shutdown(app: web.Application) -> None:
+        if SIGNALING in app:
+            await app[SIGNALING].close_all()  # clients reconnect elsewhere, then we stop
+
+    async def websocket(request: web.Request) -> web.StreamResponse:
+        return await request.app[SIGNALING](request)
+
     app.cleanup_ctx.append(services_ctx)
+    app.on_shutdown.append(shutdown)
+    app.router.add_get("/ws", websocket)
     add_routes(app, all_routes())
     _add_static(app)
     return app

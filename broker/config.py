@@ -88,6 +88,12 @@ class Settings:
         default=None, metadata={"help": "coturn static-auth-secret for TURN REST credentials"}
     )
     turn_ttl: int = field(default=3600, metadata={"help": "TURN credential lifetime in seconds"})
+    signaling_grace: int = field(
+        default=30, metadata={"help": "seconds a dropped peer keeps its place in a call"}
+    )
+    heartbeat: int = field(
+        default=20, metadata={"help": "seconds between WebSocket pings to find dead peers"}
+    )
     trust_proxy: bool = field(
         default=False,
         metadata={"help": "take the client address from X-Forwarded-For (behind a proxy)"},
@@ -208,6 +214,10 @@ def _problems(s: Settings) -> list[str]:
     for url in s.turn_urls:
         if not url.startswith(("turn:", "turns:")):
             out.append(f"turn url {url!r} must start with turn: or turns:")
+    if not 1 <= s.signaling_grace <= 600:
+        out.append("signaling_grace must be 1..600 seconds")
+    if not 2 <= s.heartbeat <= 300:
+        out.append("heartbeat must be 2..300 seconds")
     if s.device_poll_interval < 1:
         out.append("device_poll_interval must be at least 1 second")
     if s.key_rotation_days < 1:

@@ -19,6 +19,7 @@ from broker.scheduling import access, rules
 from broker.scheduling.model import (
     PROFILES,
     AuditEntry,
+    Event,
     Invite,
     ParticipantRole,
     QualityProfile,
@@ -199,6 +200,10 @@ class Joining:
         grant = self._grant(session, invite.id, invite.role, invite.display_name)
         await self._store.append_audit(AuditEntry(session.id, now, "invite_redeemed", invite.id))
         return grant
+
+    async def emit(self, event: Event) -> None:
+        """Pass an event on to the clinic's systems (signaling's session.started/ended)."""
+        await self._events.emit(event)
 
     # audit trail
     async def record(

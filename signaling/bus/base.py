@@ -39,6 +39,8 @@ class PeerRecord:
     state: str  # "waiting", "in_call" or "reconnecting"
     since: float  # unix time of entering this state (waiting-room order)
     device: str | None = None
+    before: str | None = None  # the state to return to when a reconnecting peer resumes
+    away_since: float | None = None  # unix time the socket dropped (state "reconnecting")
 
 
 class Bus(Protocol):

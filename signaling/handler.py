@@ -1,0 +1,308 @@
+"""``/ws``: the socket transport. Hello phase (auth, resume), then one message at a time.
+
+Only this task reads from the socket; the ``Connection``'s writer task is the only one that
+writes. Bad messages get an ``error`` with the client's ``ref``; only abuse closes the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from broker.domain import new_id, utcnow
+from broker.errors import BrokerError, InvalidToken
+from broker.policy import Principal
+from broker.scheduling.joining import JOIN_AUDIENCE, Joining
+from broker.tokens import Tokens
+from broker.turn import ice_servers
+from signaling import protocol
+from signaling.connection import Connection, monotonic
+from signaling.node import Local, SignalingNode
+
+log = logging.getLogger(__name__)
+
+HELLO_TIMEOUT = 5.0
+RESUME_AUDIENCE = "citycall-resume"
+ABUSE_LIMIT = 100  # messages refused in a row before the socket is closed
+MAX_FRAME = 256 * 1024  # above this aiohttp closes with 1009; below, we answer with an error
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    subject: str
+    session_id: str | None  # None: an idle connection that can ring
+    role: str | None
+    name: str | None
+    principal: Principal | None  # for idle connections (to accept calls)
+
+
+class SignalingHandler:
+    def __init__(
+        self,
+        node: SignalingNode,
+        tokens: Tokens,
+        joining: Joining,
+        settings: Any,
+        heartbeat: float = 20.0,
+    ) -> None:
+        self.node = node
+        self.tokens = tokens
+        self.joining = joining
+        self.settings = settings
+        self.heartbeat = heartbeat
+        self.sockets: set[web.WebSocketResponse] = set()
+
+    async def __call__(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=self.heartbeat, max_msg_size=MAX_FRAME)
+        await ws.prepare(request)
+        self.sockets.add(ws)
+        conn = Connection(ws)
+        conn.start()
+        try:
+            await self._serve(ws, conn)
+        finally:
+            self.sockets.discard(ws)
+            await conn.finish()
+            with contextlib.suppress(Exception):
+                await ws.close()
+        return ws
+
+    async def _serve(self, ws: web.WebSocketResponse, conn: Connection) -> None:
+        try:
+            first = await asyncio.wait_for(ws.receive(), HELLO_TIMEOUT)
+        except TimeoutError:
+            conn.push_message(protocol.error(protocol.HELLO_TIMEOUT, "send hello first"))
+            conn.close_soon(protocol.CLOSE_HELLO_TIMEOUT, "hello timeout")
+            return
+        if first.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            return
+        try:
+            hello = protocol.parse(first.data)
+            if not isinstance(hello, protocol.Hello):
+                raise protocol.ProtocolError(protocol.HELLO_REQUIRED, "send hello first", hello.id)
+            identity = await self._identify(hello)
+        except protocol.ProtocolError as exc:
+            conn.push_message(protocol.error(exc.code, exc.message, exc.ref))
+            conn.close_soon(protocol.CLOSE_AUTH_FAILED, exc.code)
+            return
+        peer_id, entry, resumed = await self._welcome(conn, hello, identity)
+        try:
+            await self._read(ws, conn, entry, peer_id, identity, resumed)
+        finally:
+            await self.node.detach(peer_id, entry)
+
+    async def _identify(self, hello: protocol.Hello) -> Identity:
+        try:
+            claims = await self.tokens.verify(hello.token, JOIN_AUDIENCE, "join")
+            return Identity(
+                str(claims["sub"]),
+                str(claims["sid"]),
+                str(claims["role"]),
+                claims.get("name"),
+                None,
+            )
+        except InvalidToken as exc:
+            join_error = exc
+        try:
+            access = await self.tokens.verify_access(hello.token)
+        except InvalidToken:
+            code = (
+                protocol.TOKEN_EXPIRED
+                if join_error.code == "token_expired"
+                else protocol.INVALID_TOKEN
+            )
+            raise protocol.ProtocolError(code, join_error.message, hello.id) from None
+        return Identity(
+            access.user_id,
+            None,
+            None,
+            None,
+            Principal(access.user_id, access.role, access.clinic_id),
+        )
+
+    async def _welcome(
+        self, conn: Connection, hello: protocol.Hello, who: Identity
+    ) -> tuple[str, Local, bool]:
+        entry = Local(
+            conn, session_id=who.session_id, user_id=who.subject if who.session_id is None else None
+        )
+        resumed = False
+        peer_id = new_id("peer").replace("_", "-")
+        if hello.resume is not None and who.session_id is not None:
+            resumed = await self._resume(hello, who, entry)
+            if resumed:
+                peer_id = hello.resume.peer_id
+        conn.peer_id = peer_id
+        resume_token, _ = self.tokens.issue(
+            peer_id,
+            RESUME_AUDIENCE,
+            "resume",
+            86400,
+            {"sid": who.session_id or "", "subj": who.subject},
+        )
+        conn.push_message(
+            {
+                "type": "welcome",
+                "peer_id": peer_id,
+                "resume_token": resume_token,
+                "heartbeat": self.heartbeat,
+                "resumed": resumed,
+                "session_id": who.session_id,
+                "user_id": who.subject,
+                "ice_servers": ice_servers(self.settings, peer_id, utcnow()),
+            }
+        )
+        if resumed:
+            assert hello.resume is not None
+            ok = await self.node.attach(peer_id, entry, hello.resume.last_seq)
+            if not ok:
+                conn.push_message(
+                    protocol.error(protocol.RESUME_FAILED, "some messages were lost; join again")
+                )
+        else:
+            await self.node.attach(peer_id, entry, None)
+            if who.session_id is None:
+                await self.node.bus.add_idle(who.subject, peer_id)
+        log.info(
+            "socket authenticated",
+            extra={"peer_id": peer_id, "resumed": resumed, "session_id": who.session_id},
+        )
+        return peer_id, entry, resumed
+
+    async def _resume(self, hello: protocol.Hello, who: Identity, entry: Local) -> bool:
+        assert hello.resume is not None
+        try:
+            claims = await self.tokens.verify(hello.resume.token, RESUME_AUDIENCE, "resume")
+        except InvalidToken:
+            return False
+        if (
+            claims["sub"] != hello.resume.peer_id
+            or claims.get("sid") != who.session_id
+            or (claims.get("subj") != who.subject)
+        ):
+            return False
+        assert who.session_id is not None
+        back = await self.node.rooms.resumed(who.session_id, hello.resume.peer_id)
+        if back is None:
+            return False
+        old = self.node.local.get(hello.resume.peer_id)
+        if old is not None:  # the old socket of this peer is still open here: it loses
+            old.conn.close_soon(protocol.CLOSE_REPLACED, "resumed elsewhere")
+        return True
+
+    async def _read(
+        self,
+        ws: web.WebSocketResponse,
+        conn: Connection,
+        entry: Local,
+        peer_id: str,
+        who: Identity,
+        joined: bool,
+    ) -> None:
+        async for raw in ws:
+            if raw.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                continue
+            if not conn.bucket.allow(monotonic()):
+                if conn.bucket.over >= ABUSE_LIMIT:
+                    conn.close_soon(protocol.CLOSE_ABUSE, "flood")
+                    return
+                conn.push_message(protocol.error(protocol.RATE_LIMITED, "slow down"))
+                continue
+            try:
+                msg = protocol.parse(raw.data)
+                joined = await self._dispatch(msg, conn, entry, peer_id, who, joined)
+            except protocol.ProtocolError as exc:
+                conn.push_message(protocol.error(exc.code, exc.message, exc.ref))
+            except BrokerError as exc:
+                conn.push_message(protocol.error(exc.code, exc.message, getattr(msg, "id", None)))
+            if conn.closing:
+                return
+
+    async def _dispatch(
+        self,
+        msg: protocol.ClientMessage,
+        conn: Connection,
+        entry: Local,
+        peer_id: str,
+        who: Identity,
+        joined: bool,
+    ) -> bool:
+        rooms = self.node.rooms
+        sid = entry.session_id
+        if isinstance(msg, protocol.Ping):
+            conn.push_message({"type": "pong", "ref": msg.id})
+            return joined
+        if isinstance(msg, protocol.Hello):
+            raise protocol.ProtocolError(protocol.ALREADY_JOINED, "already said hello", msg.id)
+        if isinstance(msg, protocol.Accept | protocol.Decline):
+            return await self._answer_call(msg, entry, peer_id, who, joined)
+        if sid is None:
+            raise protocol.ProtocolError(protocol.NO_CALL, "this connection has no call", msg.id)
+        if isinstance(msg, protocol.Join):
+            if joined:
+                raise protocol.ProtocolError(protocol.ALREADY_JOINED, "already joined", msg.id)
+            assert who.role is not None
+            await rooms.join(peer_id, sid, who.subject, who.role, who.name, None, msg.id)
+            return True
+        if not joined:
+            raise protocol.ProtocolError(protocol.NOT_JOINED, "join first", msg.id)
+        if isinstance(msg, protocol.Offer | protocol.Answer | protocol.Candidate):
+            await rooms.relay(sid, peer_id, msg)
+        elif isinstance(msg, protocol.Chat):
+            await rooms.chat(sid, peer_id, msg.text, msg.id)
+        elif isinstance(msg, protocol.Admit):
+            await rooms.admit(sid, peer_id, msg.peer, msg.id)
+        elif isinstance(msg, protocol.Deny):
+            await rooms.deny(sid, peer_id, msg.peer, msg.reason, msg.id)
+        elif isinstance(msg, protocol.Kick):
+            await rooms.kick(sid, peer_id, msg.peer, msg.reason, msg.id)
+        elif isinstance(msg, protocol.Mute):
+            await rooms.mute(sid, peer_id, msg.peer, msg.kind, msg.id)
+        elif isinstance(msg, protocol.End):
+            await rooms.end(sid, peer_id, msg.id)
+        elif isinstance(msg, protocol.Leave):
+            await rooms.leave(sid, peer_id, "left")
+            entry.session_id = None
+            conn.close_soon(protocol.CLOSE_NORMAL, "left")
+        return joined
+
+    async def _answer_call(
+        self,
+        msg: protocol.Accept | protocol.Decline,
+        entry: Local,
+        peer_id: str,
+        who: Identity,
+        joined: bool,
+    ) -> bool:
+        if who.principal is None or entry.session_id is not None:
+            raise protocol.ProtocolError(protocol.NO_CALL, "not an idle connection", msg.id)
+        if isinstance(msg, protocol.Decline):
+            await self.node.rooms.declined(msg.session_id, who.subject)
+            return joined
+        try:
+            grant = await self.joining.join(who.principal, msg.session_id)
+        except BrokerError as exc:
+            code = (
+                protocol.OUTSIDE_JOIN_WINDOW
+                if exc.code == "outside_join_window"
+                else (protocol.NO_CALL)
+            )
+            raise protocol.ProtocolError(code, exc.message, msg.id) from None
+        await self.node.bus.remove_idle(who.subject, peer_id)
+        entry.session_id = msg.session_id
+        entry.user_id = None
+        await self.node.rooms.join(
+            peer_id, msg.session_id, who.subject, grant.role.value, None, None, msg.id
+        )
+        return True
+
+    async def close_all(self) -> None:
+        await self.node.shutdown()
+        for ws in list(self.sockets):
+            with contextlib.suppress(Exception):
+                await ws.close(code=protocol.CLOSE_GOING_AWAY, message=b"shutdown")

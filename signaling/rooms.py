@@ -1,0 +1,390 @@
+"""Rooms: who is in which call, the waiting room, host controls, presence, relay and chat.
+
+Room state lives in the ``Bus`` (shared by all nodes); every change of a room happens under
+``bus.room_lock``. Frames to peers go through ``bus.send``, so a peer on another node gets
+them too, in order, and they are kept for resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from broker.errors import BrokerError
+from broker.scheduling import rules
+from broker.scheduling.joining import Joining
+from broker.scheduling.model import PROFILES, ParticipantRole, Session, SessionKind, SessionStatus
+from broker.scheduling.service import make_event
+from broker.store.base import Store
+from signaling import protocol
+from signaling.bus.base import Bus, PeerRecord
+
+log = logging.getLogger(__name__)
+
+WAITING, IN_CALL, RECONNECTING = "waiting", "in_call", "reconnecting"
+
+
+def peer_view(p: PeerRecord) -> dict[str, Any]:
+    return {
+        "peer_id": p.peer_id,
+        "subject": p.subject,
+        "role": p.role,
+        "name": p.name,
+        "state": p.state,
+    }
+
+
+def profile_view(session: Session) -> dict[str, Any]:
+    p = PROFILES[session.quality]
+    return {
+        "name": p.name.value,
+        "width": p.width,
+        "height": p.height,
+        "frame_rate": p.frame_rate,
+        "max_kbps": p.kbps_per_stream,
+    }
+
+
+class Rooms:
+    def __init__(
+        self,
+        bus: Bus,
+        store: Store,
+        joining: Joining,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._bus = bus
+        self._store = store
+        self._joining = joining
+        self._clock = clock
+
+    async def send(self, peer_id: str, message: dict[str, Any]) -> None:
+        await self._bus.send(peer_id, protocol.encode(message))
+
+    async def _session(self, session_id: str) -> Session:
+        session = await self._store.get_session(session_id)
+        if session is None:
+            raise protocol.ProtocolError(protocol.SESSION_ENDED, "no such session")
+        return session
+
+    # joining
+    async def join(
+        self,
+        peer_id: str,
+        session_id: str,
+        subject: str,
+        role: str,
+        name: str | None,
+        device: str | None,
+        ref: str | None,
+    ) -> None:
+        session = await self._session(session_id)
+        now = datetime.now(UTC)
+        try:
+            rules.check_join_window(session, self._joining.window(session), now)
+        except BrokerError as exc:
+            code = (
+                protocol.OUTSIDE_JOIN_WINDOW
+                if isinstance(exc, rules.OutsideJoinWindow)
+                else protocol.SESSION_ENDED
+            )
+            raise protocol.ProtocolError(code, exc.message, ref) from None
+        waits = session.kind is SessionKind.CHECKUP and ParticipantRole(role).waits
+        async with self._bus.room_lock(session_id):
+            peers = await self._bus.room_peers(session_id)
+            for old in peers:
+                if old.subject == subject and old.peer_id != peer_id:
+                    await self._drop(old, "replaced")  # the same person on a new device
+            peers = [p for p in peers if p.subject != subject]
+            if len(peers) + 1 > session.max_participants:
+                raise protocol.ProtocolError(protocol.SESSION_FULL, "the session is full", ref)
+            me = PeerRecord(
+                peer_id,
+                session_id,
+                subject,
+                role,
+                name,
+                self._bus.node_id,
+                WAITING if waits else IN_CALL,
+                self._clock(),
+                device,
+            )
+            await self._bus.put_peer(me)
+            if waits:
+                await self._announce_waiting(session_id, [*peers, me])
+            else:
+                await self._enter_call(session, me, peers)
+        await self._joining.record(session_id, "joined", subject)
+        if session.kind is SessionKind.FAMILY_CALL:
+            await self.ring(session, subject)
+        if waits:
+            await self._set_status(session, SessionStatus.CHECKED_IN)
+        log.info(
+            "peer joined", extra={"peer_id": peer_id, "session_id": session_id, "state": me.state}
+        )
+
+    async def _enter_call(self, session: Session, me: PeerRecord, others: list[PeerRecord]) -> None:
+        in_call = [p for p in others if p.state != WAITING]
+        await self.send(
+            me.peer_id,
+            {
+                "type": "joined",
+                "session_id": session.id,
+                "role": me.role,
+                "peer_id": me.peer_id,
+                "peers": [peer_view(p) for p in in_call],
+                "quality": profile_view(session),
+                "status": session.status.value,
+            },
+        )
+        for p in in_call:
+            await self.send(p.peer_id, {"type": "peer-joined", "peer": peer_view(me)})
+        waiting = [p for p in others if p.state == WAITING]
+        if me.role == ParticipantRole.HOST.value and waiting:
+            await self.send(
+                me.peer_id, {"type": "waiting-room", "waiting": [peer_view(p) for p in waiting]}
+            )
+        if session.kind is SessionKind.FAMILY_CALL and in_call:
+            await self._set_status(session, SessionStatus.ARRIVED)
+
+    async def _announce_waiting(self, session_id: str, peers: list[PeerRecord]) -> None:
+        """Tell each waiting peer its position, and the hosts the whole list."""
+        waiting = sorted(
+            (p for p in peers if p.state == WAITING), key=lambda p: (p.since, p.peer_id)
+        )
+        for position, p in enumerate(waiting, start=1):
+            await self.send(
+                p.peer_id, {"type": "waiting", "session_id": session_id, "position": position}
+            )
+        for host in peers:
+            if host.role == ParticipantRole.HOST.value and host.state != WAITING:
+                await self.send(
+                    host.peer_id,
+                    {"type": "waiting-room", "waiting": [peer_view(p) for p in waiting]},
+                )
+
+    async def _host(self, session_id: str, peer_id: str, ref: str | None) -> PeerRecord:
+        me = await self._bus.get_peer(session_id, peer_id)
+        if me is None or me.role != ParticipantRole.HOST.value or me.state == WAITING:
+            raise protocol.ProtocolError(protocol.FORBIDDEN, "only hosts may do this", ref)
+        return me
+
+    async def admit(self, session_id: str, host_id: str, target: str, ref: str | None) -> None:
+        session = await self._session(session_id)
+        async with self._bus.room_lock(session_id):
+            host = await self._host(session_id, host_id, ref)
+            peers = await self._bus.room_peers(session_id)
+            who = next((p for p in peers if p.peer_id == target), None)
+            if who is None or who.state != WAITING:
+                raise protocol.ProtocolError(protocol.NOT_WAITING, "that peer is not waiting", ref)
+            admitted = replace(who, state=IN_CALL, since=self._clock())
+            await self._bus.put_peer(admitted)
+            await self.send(target, {"type": "admitted", "session_id": session_id})
+            others = [p for p in peers if p.peer_id != target]
+            await self._enter_call(session, admitted, others)
+            await self._announce_waiting(session_id, [*others, admitted])
+        await self._joining.record(session_id, "admitted", host.subject, who.subject)
+        await self._set_status(session, SessionStatus.ARRIVED)
+
+    async def deny(
+        self, session_id: str, host_id: str, target: str, reason: str | None, ref: str | None
+    ) -> None:
+        async with self._bus.room_lock(session_id):
+            host = await self._host(session_id, host_id, ref)
+            who = await self._bus.get_peer(session_id, target)
+            if who is None or who.state != WAITING:
+                raise protocol.ProtocolError(protocol.NOT_WAITING, "that peer is not waiting", ref)
+            await self._bus.remove_peer(session_id, target)
+            await self.send(target, {"type": "denied", "reason": reason})
+            await self._announce_waiting(session_id, await self._bus.room_peers(session_id))
+        await self._joining.record(session_id, "denied", host.subject, who.subject, reason)
+
+    async def kick(
+        self, session_id: str, host_id: str, target: str, reason: str | None, ref: str | None
+    ) -> None:
+        async with self._bus.room_lock(session_id):
+            host = await self._host(session_id, host_id, ref)
+            who = await self._bus.get_peer(session_id, target)
+            if who is None or who.peer_id == host_id:
+                raise protocol.ProtocolError(protocol.UNKNOWN_PEER, "no such peer here", ref)
+            await self.send(target, {"type": "removed", "reason": reason})
+            await self._leave_locked(who, "removed")
+        await self._joining.record(session_id, "removed", host.subject, who.subject, reason)
+
+    async def mute(
+        self, session_id: str, host_id: str, target: str, kind: str, ref: str | None
+    ) -> None:
+        await self._host(session_id, host_id, ref)
+        who = await self._bus.get_peer(session_id, target)
+        if who is None:
+            raise protocol.ProtocolError(protocol.UNKNOWN_PEER, "no such peer here", ref)
+        await self.send(target, {"type": "mute-request", "from": host_id, "kind": kind})
+
+    async def end(
+        self, session_id: str, host_id: str, ref: str | None, reason: str = "ended"
+    ) -> None:
+        host = await self._host(session_id, host_id, ref)
+        await self.close_room(session_id, reason)
+        session = await self._session(session_id)
+        await self._set_status(session, SessionStatus.FULFILLED)
+        await self._joining.record(session_id, "ended", host.subject)
+
+    async def close_room(self, session_id: str, reason: str) -> None:
+        """Everyone out: a host ended it, or it was cancelled (waiting room included)."""
+        async with self._bus.room_lock(session_id):
+            for p in await self._bus.room_peers(session_id):
+                await self.send(
+                    p.peer_id, {"type": "session-ended", "session_id": session_id, "reason": reason}
+                )
+                await self._bus.remove_peer(session_id, p.peer_id)
+
+    # ringing
+    async def ring(self, session: Session, caller: str) -> None:
+        """Ring the idle connections (a paired TV, a phone) of everyone not in the call yet."""
+        present = {p.subject for p in await self._bus.room_peers(session.id)}
+        for uid in session.member_ids:
+            if uid in present:
+                continue
+            for idle in await self._bus.idle_peers(uid):
+                await self.send(
+                    idle,
+                    {
+                        "type": "incoming-call",
+                        "session_id": session.id,
+                        "from_user": caller,
+                        "kind": session.kind.value,
+                        "title": session.title,
+                        "auto_answer": False,
+                    },
+                )
+
+    async def declined(self, session_id: str, user_id: str) -> None:
+        session = await self._session(session_id)
+        if session.role_of(user_id) is None:
+            raise protocol.ProtocolError(protocol.NO_CALL, "not your call")
+        for p in await self._bus.room_peers(session_id):
+            if p.state != WAITING:
+                await self.send(
+                    p.peer_id,
+                    {"type": "call-declined", "session_id": session_id, "user_id": user_id},
+                )
+
+    # relay and chat
+    async def relay(
+        self,
+        session_id: str,
+        sender: str,
+        msg: protocol.Offer | protocol.Answer | protocol.Candidate,
+    ) -> None:
+        me = await self._bus.get_peer(session_id, sender)
+        if me is None or me.state == WAITING:
+            raise protocol.ProtocolError(protocol.NOT_JOINED, "join the call first", msg.id)
+        target = await self._bus.get_peer(session_id, msg.to)
+        if target is None or target.state == WAITING or target.peer_id == sender:
+            raise protocol.ProtocolError(protocol.UNKNOWN_PEER, "no such peer in this call", msg.id)
+        await self._bus.send(msg.to, protocol.encode(protocol.relayed(msg, sender)))
+
+    async def chat(self, session_id: str, sender: str, text: str, ref: str | None) -> None:
+        peers = await self._bus.room_peers(session_id)
+        if not any(p.peer_id == sender and p.state != WAITING for p in peers):
+            raise protocol.ProtocolError(protocol.NOT_JOINED, "join the call first", ref)
+        message = {
+            "type": "chat",
+            "from": sender,
+            "text": text,
+            "at": datetime.now(UTC).isoformat(),
+        }
+        for p in peers:
+            if p.state != WAITING:
+                await self.send(p.peer_id, message)
+
+    # leaving, dropping, resuming
+    async def leave(self, session_id: str, peer_id: str, reason: str) -> None:
+        async with self._bus.room_lock(session_id):
+            me = await self._bus.get_peer(session_id, peer_id)
+            if me is None:
+                return
+            await self._leave_locked(me, reason)
+        await self._joining.record(session_id, "left", me.subject, reason=reason)
+
+    async def _leave_locked(self, me: PeerRecord, reason: str) -> None:
+        await self._bus.remove_peer(me.session_id, me.peer_id)
+        rest = await self._bus.room_peers(me.session_id)
+        if me.state == WAITING:
+            await self._announce_waiting(me.session_id, rest)
+            return
+        for p in rest:
+            if p.state != WAITING:
+                await self.send(
+                    p.peer_id, {"type": "peer-left", "peer_id": me.peer_id, "reason": reason}
+                )
+
+    async def _drop(self, old: PeerRecord, reason: str) -> None:
+        """Remove a peer (lock held) and tell its socket to close."""
+        await self.send(
+            old.peer_id, {"type": reason if reason == "replaced" else "removed", "reason": reason}
+        )
+        await self._leave_locked(old, reason)
+
+    async def disconnected(self, session_id: str, peer_id: str) -> bool:
+        """The socket dropped: keep the place, tell the others. False if already gone."""
+        async with self._bus.room_lock(session_id):
+            me = await self._bus.get_peer(session_id, peer_id)
+            if me is None:
+                return False
+            if me.state == RECONNECTING:
+                return True
+            away = replace(me, state=RECONNECTING, before=me.state, away_since=self._clock())
+            await self._bus.put_peer(away)
+            if me.state != WAITING:
+                for p in await self._bus.room_peers(session_id):
+                    if p.peer_id != peer_id and p.state != WAITING:
+                        await self.send(
+                            p.peer_id, {"type": "peer-reconnecting", "peer_id": peer_id}
+                        )
+        return True
+
+    async def resumed(self, session_id: str, peer_id: str) -> PeerRecord | None:
+        async with self._bus.room_lock(session_id):
+            me = await self._bus.get_peer(session_id, peer_id)
+            if me is None:
+                return None
+            state = (me.before or IN_CALL) if me.state == RECONNECTING else me.state
+            back = replace(me, state=state, before=None, away_since=None, node_id=self._bus.node_id)
+            await self._bus.put_peer(back)
+            if back.state != WAITING:
+                for p in await self._bus.room_peers(session_id):
+                    if p.peer_id != peer_id and p.state != WAITING:
+                        await self.send(p.peer_id, {"type": "peer-resumed", "peer_id": peer_id})
+        return back
+
+    async def expire(self, session_id: str, peer_id: str, grace: float) -> None:
+        """The grace time passed without a resume: the peer is gone."""
+        async with self._bus.room_lock(session_id):
+            me = await self._bus.get_peer(session_id, peer_id)
+            if me is None or me.state != RECONNECTING or me.away_since is None:
+                return
+            if self._clock() - me.away_since < grace - 0.05:
+                return  # it came back and dropped again since: its own timer decides
+            await self._leave_locked(me, "dropped")
+        await self._bus.forget(peer_id)
+        await self._joining.record(session_id, "left", me.subject, reason="dropped")
+
+    async def _set_status(self, session: Session, to: SessionStatus) -> None:
+        fresh = await self._store.get_session(session.id) or session
+        try:
+            changed = rules.transition(fresh, to, datetime.now(UTC))
+        except BrokerError:
+            return
+        if changed is not fresh:
+            await self._store.update_session(changed)
+            kind = {
+                SessionStatus.ARRIVED: "session.started",
+                SessionStatus.FULFILLED: "session.ended",
+            }.get(to)
+            if kind is not None:
+                await self._joining.emit(make_event(kind, changed, datetime.now(UTC)))

@@ -1,0 +1,319 @@
+"""The signaling socket end to end over real WebSockets (one node, embedded store)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+
+from broker.config import Settings
+from broker.domain import Role
+from signaling import protocol
+from tests.support.app import Account, app_services, signed_up, staff_account
+
+SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
+CAND = {"candidate": "candidate:1 1 udp 2122260223 127.0.0.1 54321 typ host", "sdpMid": "0"}
+
+
+@pytest.fixture
+def settings(tmp_path: Any) -> Settings:
+    return Settings(data_dir=tmp_path, signaling_grace=2, heartbeat=5)
+
+
+class Peer:
+    """A test client: one socket, a queue of what the server sent."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.reader = asyncio.create_task(self._read())
+        self.welcome: dict[str, Any] = {}
+        self.last_seq = 0
+
+    async def _read(self) -> None:
+        async for msg in self.ws:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                data = json.loads(msg.data)
+                self.last_seq = max(self.last_seq, data.get("seq", 0))
+                await self.inbox.put(data)
+
+    async def send(self, **message: Any) -> None:
+        await self.ws.send_str(json.dumps(message))
+
+    async def expect(self, kind: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The next message of type ``kind`` (others before it are skipped)."""
+
+        async def find() -> dict[str, Any]:
+            while True:
+                msg = await self.inbox.get()
+                if msg["type"] == kind:
+                    return msg
+
+        return await asyncio.wait_for(find(), timeout)
+
+    async def close(self) -> None:
+        await self.ws.close()
+        self.reader.cancel()
+
+
+async def connect(client: Any, token: str | None, resume: dict[str, Any] | None = None) -> Peer:
+    ws = await client.ws_connect("/ws")
+    peer = Peer(ws)
+    if token is not None:
+        hello: dict[str, Any] = {"type": "hello", "token": token}
+        if resume:
+            hello["resume"] = resume
+        await peer.send(**hello)
+        peer.welcome = await peer.expect("welcome")
+    return peer
+
+
+async def join_token(client: Any, session_id: str, who: Account) -> str:
+    resp = await client.post(f"/api/v1/sessions/{session_id}/join", headers=who.headers)
+    assert resp.status == 200, await resp.text()
+    return str((await resp.json())["join_token"])
+
+
+@pytest.fixture
+async def checkup(client: Any) -> tuple[str, Account, Account]:
+    admin = await staff_account(client)
+    doc = await staff_account(client, admin.clinic_id, Role.CLINICIAN)
+    patient = await signed_up(client, "patient")
+    start = datetime.now(UTC) + timedelta(minutes=5)
+    resp = await client.post(
+        "/api/v1/sessions",
+        json={
+            "kind": "checkup",
+            "title": "t",
+            "start": start.isoformat(),
+            "end": (start + timedelta(minutes=20)).isoformat(),
+            "clinician_id": doc.user_id,
+            "patient_id": patient.user_id,
+        },
+        headers=admin.headers,
+    )
+    assert resp.status == 201, await resp.text()
+    return (await resp.json())["items"][0]["id"], doc, patient
+
+
+async def in_call(client: Any, checkup: Any) -> tuple[Peer, Peer]:
+    """The clinician in the call and the patient admitted from the waiting room."""
+    session_id, doc, patient = checkup
+    host = await connect(client, await join_token(client, session_id, doc))
+    await host.send(type="join")
+    await host.expect("joined")
+    guest = await connect(client, await join_token(client, session_id, patient))
+    await guest.send(type="join")
+    waiting = await guest.expect("waiting")
+    assert waiting["position"] == 1
+    room = await host.expect("waiting-room")
+    assert [p["peer_id"] for p in room["waiting"]] == [guest.welcome["peer_id"]]
+    await host.send(type="admit", peer=guest.welcome["peer_id"])
+    await guest.expect("admitted")
+    joined = await guest.expect("joined")
+    assert [p["peer_id"] for p in joined["peers"]] == [host.welcome["peer_id"]]
+    assert joined["quality"]["width"] == 1280
+    await host.expect("peer-joined")
+    return host, guest
+
+
+async def test_waiting_room_admit_relay_and_chat(client: Any, checkup: Any) -> None:
+    host, guest = await in_call(client, checkup)
+    session = await app_services(client).store.get_session(checkup[0])
+    assert session is not None and session.status.value == "arrived"
+    await guest.send(type="offer", to=host.welcome["peer_id"], sdp=SDP, id="o1")
+    offer = await host.expect("offer")
+    assert offer["from"] == guest.welcome["peer_id"] and offer["sdp"] == SDP
+    assert "to" not in offer
+    await host.send(type="answer", to=guest.welcome["peer_id"], sdp=SDP)
+    assert (await guest.expect("answer"))["from"] == host.welcome["peer_id"]
+    for _ in range(5):
+        await guest.send(type="candidate", to=host.welcome["peer_id"], candidate=CAND)
+    await guest.send(type="candidate", to=host.welcome["peer_id"], candidate=None)
+    seqs = [(await host.expect("candidate"))["seq"] for _ in range(6)]
+    assert seqs == sorted(seqs)
+    await guest.send(type="chat", text="hello doctor")
+    assert (await host.expect("chat"))["text"] == "hello doctor"
+    await host.send(type="end")
+    assert (await guest.expect("session-ended"))["reason"] == "ended"
+    trail = await app_services(client).store.list_audit(checkup[0])
+    assert [e.action for e in trail if e.action != "join_token_issued"] == [
+        "joined",
+        "joined",
+        "admitted",
+        "ended",
+    ]
+    await host.close()
+    await guest.close()
+
+
+async def test_no_hello_is_closed(client: Any) -> None:
+    ws = await client.ws_connect("/ws")
+    msg = await ws.receive(timeout=8)
+    assert json.loads(msg.data)["code"] == protocol.HELLO_TIMEOUT
+    closed = await ws.receive(timeout=3)
+    assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    assert ws.close_code == protocol.CLOSE_HELLO_TIMEOUT
+
+
+@pytest.mark.parametrize("token", ["garbage", "a.b.c"])
+async def test_bad_token_is_refused(client: Any, token: str) -> None:
+    peer = await connect(client, None)
+    await peer.send(type="hello", token=token)
+    assert (await peer.expect("error"))["code"] == protocol.INVALID_TOKEN
+    await asyncio.sleep(0.2)
+    assert peer.ws.close_code == protocol.CLOSE_AUTH_FAILED
+
+
+async def test_other_sessions_token_cannot_reach_this_call(client: Any, checkup: Any) -> None:
+    host, guest = await in_call(client, checkup)
+    other_admin = await staff_account(client)
+    other_doc = await staff_account(client, other_admin.clinic_id, Role.CLINICIAN)
+    other_patient = await signed_up(client, "patient")
+    start = datetime.now(UTC) + timedelta(minutes=5)
+    resp = await client.post(
+        "/api/v1/sessions",
+        json={
+            "kind": "checkup",
+            "title": "x",
+            "start": start.isoformat(),
+            "end": (start + timedelta(minutes=20)).isoformat(),
+            "clinician_id": other_doc.user_id,
+            "patient_id": other_patient.user_id,
+        },
+        headers=other_admin.headers,
+    )
+    other_id = (await resp.json())["items"][0]["id"]
+    intruder = await connect(client, await join_token(client, other_id, other_doc))
+    await intruder.send(type="join")
+    await intruder.expect("joined")
+    await intruder.send(type="offer", to=host.welcome["peer_id"], sdp=SDP, id="x1")
+    err = await intruder.expect("error")
+    assert (err["code"], err["ref"]) == (protocol.UNKNOWN_PEER, "x1")
+    await intruder.send(type="chat", text="spoof", **{"from": guest.welcome["peer_id"]})
+    assert (await intruder.expect("error"))["code"] == protocol.INVALID_MESSAGE
+    assert host.inbox.empty()
+
+
+async def test_bad_messages_get_errors_with_ref(client: Any, checkup: Any) -> None:
+    host, guest = await in_call(client, checkup)
+    cases = [
+        ('{"type":"offer"', protocol.MALFORMED),
+        (json.dumps({"type": "teleport", "id": "r1"}), protocol.UNKNOWN_TYPE),
+        (
+            json.dumps({"type": "offer", "to": host.welcome["peer_id"], "sdp": "nope", "id": "r2"}),
+            protocol.INVALID_SDP,
+        ),
+        (
+            json.dumps(
+                {
+                    "type": "candidate",
+                    "to": host.welcome["peer_id"],
+                    "candidate": {"candidate": "junk", "sdpMid": "0"},
+                }
+            ),
+            protocol.INVALID_CANDIDATE,
+        ),
+        (json.dumps({"type": "chat", "text": "x" * 70000}), protocol.MESSAGE_TOO_LARGE),
+        (json.dumps({"type": "admit", "peer": host.welcome["peer_id"]}), protocol.FORBIDDEN),
+    ]
+    for raw, code in cases:
+        await guest.ws.send_str(raw)
+        assert (await guest.expect("error"))["code"] == code, raw
+    await guest.send(type="ping", id="p")
+    assert (await guest.expect("pong"))["ref"] == "p"
+
+
+async def test_flood_is_rate_limited_then_closed(client: Any, checkup: Any) -> None:
+    host, guest = await in_call(client, checkup)
+    for _ in range(600):
+        await guest.send(type="ping")
+    errors = 0
+    with pytest.raises(asyncio.TimeoutError):
+        while True:
+            msg = await asyncio.wait_for(guest.inbox.get(), 3)
+            errors += msg.get("code") == protocol.RATE_LIMITED
+    assert errors > 0
+    assert guest.ws.close_code == protocol.CLOSE_ABUSE
+
+
+async def test_drop_resume_replays_missed_messages(client: Any, checkup: Any) -> None:
+    host, guest = await in_call(client, checkup)
+    resume = {
+        "peer_id": guest.welcome["peer_id"],
+        "token": guest.welcome["resume_token"],
+        "last_seq": guest.last_seq,
+    }
+    await guest.ws.close()
+    await host.expect("peer-reconnecting")
+    for i in range(3):
+        await host.send(type="chat", text=f"are you there {i}")
+    back = await connect(client, await join_token(client, checkup[0], checkup[2]), resume)
+    assert back.welcome["resumed"] is True
+    assert back.welcome["peer_id"] == resume["peer_id"]
+    texts = [(await back.expect("chat"))["text"] for _ in range(3)]
+    assert texts == [f"are you there {i}" for i in range(3)]
+    await host.expect("peer-resumed")
+    await host.send(type="offer", to=back.welcome["peer_id"], sdp=SDP)
+    assert (await back.expect("offer"))["from"] == host.welcome["peer_id"]
+
+
+async def test_dropped_peer_leaves_after_grace(client: Any, checkup: Any) -> None:
+    host, guest = await in_call(client, checkup)
+    await guest.ws.close()
+    await host.expect("peer-reconnecting")
+    left = await host.expect("peer-left", timeout=6)
+    assert left["reason"] == "dropped"
+
+
+async def test_second_device_replaces_the_first(client: Any, checkup: Any) -> None:
+    host, guest = await in_call(client, checkup)
+    phone = await connect(client, await join_token(client, checkup[0], checkup[2]))
+    await phone.send(type="join")
+    await phone.expect("waiting")
+    await asyncio.sleep(0.3)
+    assert guest.ws.close_code == protocol.CLOSE_REPLACED
+    assert (await host.expect("peer-left"))["reason"] == "replaced"
+
+
+async def test_cancelling_tells_the_waiting_room_at_once(client: Any, checkup: Any) -> None:
+    session_id, doc, patient = checkup
+    waiting = await connect(client, await join_token(client, session_id, patient))
+    await waiting.send(type="join")
+    await waiting.expect("waiting")
+    resp = await client.post(f"/api/v1/sessions/{session_id}/cancel", headers=doc.headers)
+    assert resp.status == 200
+    assert (await waiting.expect("session-ended"))["reason"] == "cancelled"
+
+
+async def test_family_call_rings_an_idle_tv(client: Any) -> None:
+    grandma = await signed_up(client, "family")
+    grandson = await signed_up(client, "family")
+    tv = await connect(client, grandma.access_token)
+    assert tv.welcome["session_id"] is None
+    start = datetime.now(UTC) + timedelta(minutes=2)
+    resp = await client.post(
+        "/api/v1/sessions",
+        json={
+            "kind": "family_call",
+            "title": "Hi Grandma",
+            "start": start.isoformat(),
+            "end": (start + timedelta(minutes=30)).isoformat(),
+            "participant_ids": [grandma.user_id],
+        },
+        headers=grandson.headers,
+    )
+    session_id = (await resp.json())["items"][0]["id"]
+    caller = await connect(client, await join_token(client, session_id, grandson))
+    await caller.send(type="join")
+    await caller.expect("joined")
+    ring = await tv.expect("incoming-call")
+    assert ring["session_id"] == session_id and ring["from_user"] == grandson.user_id
+    await tv.send(type="accept", session_id=session_id)
+    joined = await tv.expect("joined")
+    assert [p["peer_id"] for p in joined["peers"]] == [caller.welcome["peer_id"]]
+    assert (await caller.expect("peer-joined"))["peer"]["subject"] == grandma.user_id
