@@ -229,7 +229,7 @@ async def test_bad_messages_get_errors_with_ref(client: Any, checkup: Any) -> No
 
 
 async def test_flood_is_rate_limited_then_closed(client: Any, checkup: Any) -> None:
-    host, guest = await in_call(client, checkup)
+    _host, guest = await in_call(client, checkup)
     for _ in range(600):
         await guest.send(type="ping")
     errors = 0
