@@ -1,5 +1,8 @@
 # The commands a newcomer needs: `make run` and `make test`. See README.md.
 
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+
 PYTHON ?= python3
 VENV ?= .venv
 ARGS ?=
@@ -7,6 +10,8 @@ PYTEST_ARGS ?=
 
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check --no-input --quiet
+# Some machines' pip.conf names index folders that are not there; pip warns once per package.
+PIP_QUIET := { grep -v "^WARNING: Location '.*' is ignored: it is neither a file nor a directory" || true; }
 # Reinstall only when pyproject.toml changes: the stamp file names its hash.
 PYPROJECT_HASH := $(shell sha256sum pyproject.toml 2>/dev/null | cut -c1-12)
 RUN_STAMP := $(VENV)/.installed-$(PYPROJECT_HASH)
@@ -28,16 +33,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(RUN_STAMP): | $(BIN)/python
-	@echo "Installing the broker into $(VENV) (pip, quiet)"
-	$(PIP) install -e .
-	rm -f $(VENV)/.installed-[0-9a-f]*
-	touch $@
+	@echo "pip install -e . (into $(VENV), quiet)"
+	@$(PIP) install -e . 2>&1 | $(PIP_QUIET)
+	@rm -f $(VENV)/.installed-[0-9a-f]*
+	@touch $@
 
 $(TEST_STAMP): | $(BIN)/python
-	@echo "Installing the broker and its test tools into $(VENV) (pip, quiet)"
-	$(PIP) install -e '.[test]'
-	rm -f $(VENV)/.installed-*
-	touch $@ $(RUN_STAMP)
+	@echo "pip install -e '.[test]' (into $(VENV), quiet)"
+	@$(PIP) install -e '.[test]' 2>&1 | $(PIP_QUIET)
+	@rm -f $(VENV)/.installed-*
+	@touch $@ $(RUN_STAMP)
 
 install: $(RUN_STAMP)
 install-test: $(TEST_STAMP)
@@ -48,10 +53,14 @@ run: install
 system-deps:
 	@bash scripts/install-system-deps.sh
 
+# All three run, so one pass shows every problem; the target fails if any did.
 lint: install-test
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/mypy
+	@status=0; \
+	for tool in "ruff check ." "ruff format --check ." "mypy"; do \
+		echo "$(BIN)/$$tool"; \
+		$(BIN)/$$tool || status=1; \
+	done; \
+	exit $$status
 
 pytest: install-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
