@@ -108,6 +108,7 @@ def _ref(name: str) -> Schema:
     return {"$ref": f"#/$defs/{name}"}
 
 
+UTC_TIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|\+00:00)$"
 SESSION_ID = _peer_id("The session (as in the REST API)")
 ROLES = ("host", "patient", "family", "interpreter", "guest")
 PEER_STATES = ("waiting", "in_call", "reconnecting")
@@ -349,7 +350,11 @@ def server_schemas() -> dict[str, Schema]:
             "A chat message from a peer in the call.",
             {
                 "text": _string("The text", minLength=1, maxLength=protocol.MAX_CHAT_CHARS),
-                "at": _string("When the server got it, ISO 8601 UTC", format="date-time"),
+                "at": _string(
+                    "When the server got it: RFC 3339 / ISO 8601 in UTC",
+                    format="date-time",
+                    pattern=UTC_TIME,
+                ),
             },
             relayed=True,
         ),
