@@ -1,4 +1,5 @@
-"""The broker as a real process: what it keeps across a restart, and how it refuses bad flags.
+"""The broker as a real process: what it keeps across a restart, how it refuses bad flags,
+and that ``--help`` and the README list every setting.
 
 Each test starts ``python -m broker serve`` (and the admin CLI) as a subprocess, on the
 embedded SQLite store and on Redis (a real ``redis-server``), and talks HTTP to it.
@@ -16,6 +17,7 @@ import pytest
 import redis
 
 from broker import demo
+from broker.config import describe
 from tests.support.broker_proc import BrokerLauncher, BrokerProcess
 
 PASSWORD = "durable horse battery"
@@ -193,9 +195,26 @@ def test_tls_cert_needs_a_key(broker_launcher: BrokerLauncher, tmp_path: Path) -
 
 
 def test_help_lists_every_setting(broker_launcher: BrokerLauncher) -> None:
-    from broker.config import describe
-
     result = broker_launcher.cli("serve", "--help")
     for flag, env, _, _ in describe():
         assert flag in result.stdout
         assert env in result.stdout
+
+
+def settings_table() -> str:
+    """The README's settings table, as generated from ``broker.config.describe()``."""
+    lines = ["| flag | environment variable | default | meaning |", "| --- | --- | --- | --- |"]
+    for flag, env, default, text in describe():
+        shown = f"`{default}`" if default else ""
+        meaning = text.replace("|", "\\|")
+        lines.append(f"| `{flag}` | `{env}` | {shown} | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+def test_readme_lists_every_setting() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    expected = settings_table()
+    assert expected in readme, (
+        "README.md's settings table is out of date with broker.config; replace it with:\n"
+        + expected
+    )
