@@ -97,7 +97,7 @@ class Connection:
 
     def push_message(self, message: dict[str, object]) -> bool:
         """Frames that are not replayed (hello phase, errors, pong) get seq 0."""
-        return self.push(protocol.encode(message))
+        return self.push(protocol.stamp_seq(protocol.encode(message), 0))
 
     def close_soon(self, code: int, reason: str) -> None:
         if self.closing:

@@ -205,14 +205,17 @@ _probe = msgspec.json.Decoder(dict[str, Any])
 
 def parse(raw: str | bytes) -> ClientMessage:
     """Bytes from the socket -> a validated message, or ``ProtocolError``."""
-    data = raw.encode() if isinstance(raw, str) else raw
+    try:
+        data = raw.encode() if isinstance(raw, str) else raw
+    except UnicodeError:
+        raise ProtocolError(MALFORMED, "not valid UTF-8 text") from None
     if len(data) > MAX_MESSAGE_BYTES:
         raise ProtocolError(MESSAGE_TOO_LARGE, f"messages are limited to {MAX_MESSAGE_BYTES} bytes")
     try:
         msg = _decoder.decode(data)
     except msgspec.ValidationError as exc:
         raise _explain(data, str(exc)) from None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeError):
         raise ProtocolError(MALFORMED, "not a JSON object") from None
     if isinstance(msg, Offer | Answer):
         check_sdp(msg.sdp, msg.id)
@@ -225,9 +228,10 @@ def _explain(data: bytes, detail: str) -> ProtocolError:
     """A validation failure: unknown type, or a known type with bad fields."""
     try:
         obj = _probe.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeError):
         return ProtocolError(MALFORMED, "not a JSON object")
-    ref = obj.get("id") if isinstance(obj.get("id"), str) else None
+    given = obj.get("id")
+    ref = given if isinstance(given, str) and len(given) <= 64 else None
     kind = obj.get("type")
     if not isinstance(kind, str) or kind not in _KNOWN:
         return ProtocolError(UNKNOWN_TYPE, f"unknown message type {kind!r}"[:120], ref)
