@@ -195,12 +195,12 @@ def _add_static(app: web.Application) -> None:
     if not STATIC_DIR.is_dir():
         return
 
-    async def index(request: web.Request) -> web.FileResponse:
-        return web.FileResponse(STATIC_DIR / "index.html")
+    # The browser and TV pages; their scripts, styles and icon are under /static/.
+    pages = {"/": "index.html", "/pair": "pair.html", "/tv": "tv.html", "/join": "join.html"}
 
-    async def pair(request: web.Request) -> web.FileResponse:
-        return web.FileResponse(STATIC_DIR / "pair.html")
+    async def page(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC_DIR / pages[request.path])
 
-    app.router.add_get("/", index)
-    app.router.add_get("/pair", pair)
+    for path in pages:
+        app.router.add_get(path, page)
     app.router.add_static("/static/", STATIC_DIR)
