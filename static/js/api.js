@@ -185,9 +185,11 @@ export function explain(error) {
   if (!(error instanceof ApiError)) return "Something went wrong. Please try again.";
   if (error.status === 0) return "Cannot reach CityCall. Check your internet connection and try again.";
   if (error.status === 429) {
+    // "too many failed logins; try again later" + Retry-After: 30
+    const what = sentence((error.detail || "Too many attempts").split(";")[0]);
     const wait = error.retryAfter;
-    const when = wait ? ` in ${wait} second${wait === 1 ? "" : "s"}` : " in a moment";
-    return `${error.detail || "Too many attempts."} Please try again${when}.`;
+    const when = wait ? `in ${wait} second${wait === 1 ? "" : "s"}` : "in a moment";
+    return `${what} You can try again ${when}.`;
   }
   if (error.code === "session_expired") return "Your login has ended. Please log in again.";
   if (error.status >= 500) return "CityCall is having trouble right now. Please try again soon.";

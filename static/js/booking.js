@@ -115,10 +115,13 @@ function bookingProblem(error, list, onSuggestion) {
     const names = String(p.user_ids || "")
       .split(",")
       .filter(Boolean)
-      .map((id) => (id === me ? "You" : known.get(id) || "Someone in it"));
-    const who = names.length === 1 ? names[0] : "Some of the people in it";
+      .sort((a, b) => (b === me) - (a === me))
+      .map((id) => (id === me ? "You" : known.get(id) || "someone in it"));
+    if (!names.length) return "Someone in it already has a session at that time. Pick another time.";
+    const who = names.length === 1 ? names[0] : `${names.slice(0, -1).join(", ")} and ${names.at(-1)}`;
     const have = who === "You" || names.length > 1 ? "have" : "has";
-    return `${who} already ${have} a session at that time. Pick another time.`;
+    const text = `${who} already ${have} a session at that time. Pick another time.`;
+    return text.charAt(0).toUpperCase() + text.slice(1);
   }
   if (error.code === "capacity_exceeded") {
     const starts = String(p.suggested_starts || "")
