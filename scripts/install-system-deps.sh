@@ -36,10 +36,20 @@ if [ "${sudo[*]}" = none ] || ! command -v apt-get >/dev/null 2>&1; then
     exit 0
 fi
 
+apt_get() {
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get "$@"
+}
 echo "install-system-deps: installing ${missing[*]} with apt-get"
-"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+for attempt in 1 2 3; do
+    if apt_get update -qq && apt_get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
+        break
+    fi
+    if [ "$attempt" -eq 3 ]; then
+        echo "install-system-deps: apt-get failed three times" >&2
+        exit 1
+    fi
+    sleep 5
+done
 for i in "${!packages[@]}"; do
     if ! command -v "${programs[$i]}" >/dev/null 2>&1; then
         echo "install-system-deps: ${packages[$i]} installed but ${programs[$i]} not found" >&2
