@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.support.servers",
     "tests.support.app",
     "tests.support.broker_proc",
+    "tests.support.webrtc",
 ]

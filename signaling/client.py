@@ -1,0 +1,445 @@
+"""The Python SDK: log in, join a session, talk the signaling protocol, run WebRTC on aiortc.
+
+    client = await BrokerClient.login("http://127.0.0.1:8080", email, password, tracks=[cam])
+    await client.join_session(session_id)          # REST join, socket, hello, join
+    event = await client.wait_for("joined")        # or read ``client.events``
+    ...
+    await client.close()
+
+One reader task owns the socket; sends are serialized by a lock. Server frames carry ``seq``;
+the client remembers the last one and, when the socket drops, reconnects and says ``hello``
+with ``resume`` (frames seen twice are dropped by seq). Each remote peer gets a ``PeerLink``
+(``signaling.peer``): one ``RTCPeerConnection`` with perfect negotiation. The peer that
+receives ``joined`` offers to every peer listed there; the others wait for its offer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiortc import MediaStreamTrack
+from aiortc.contrib.media import MediaRelay
+
+from signaling import protocol
+from signaling.peer import Event, IceServer, PeerLink, rtc_configuration
+
+__all__ = ["BrokerClient", "ClientError", "Event", "IceServer", "JoinInfo", "PeerLink"]
+
+log = logging.getLogger(__name__)
+
+HISTORY = 1024  # events kept for ``wait_for``
+# Closes after which the client does not resume.
+FINAL_CLOSES = frozenset(
+    {
+        protocol.CLOSE_NORMAL,
+        protocol.CLOSE_HELLO_TIMEOUT,
+        protocol.CLOSE_AUTH_FAILED,
+        protocol.CLOSE_ABUSE,
+        protocol.CLOSE_REPLACED,
+        protocol.CLOSE_REMOVED,
+        protocol.CLOSE_SESSION_ENDED,
+    }
+)
+FINAL_MESSAGES = frozenset({"session-ended", "removed", "denied", "replaced"})
+_RELAYED = frozenset({"offer", "answer", "candidate"})
+
+
+class ClientError(Exception):
+    """The broker refused something: ``code`` is its stable error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class JoinInfo:
+    """What ``POST /api/v1/sessions/{id}/join`` (or an invite redemption) returns."""
+
+    session_id: str
+    join_token: str
+    signaling_url: str
+    ice_servers: tuple[IceServer, ...]
+    quality: Mapping[str, Any]
+    role: str
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> JoinInfo:
+        return cls(
+            str(data["session_id"]),
+            str(data["join_token"]),
+            str(data["signaling_url"]),
+            tuple(IceServer.from_wire(s) for s in data.get("ice_servers", ())),
+            dict(data.get("quality") or {}),
+            str(data.get("role", "")),
+        )
+
+
+def _peer_of(message: Mapping[str, Any]) -> str | None:
+    if isinstance(message.get("from"), str):
+        return str(message["from"])
+    if isinstance(message.get("peer"), dict):
+        return str(message["peer"].get("peer_id"))
+    if isinstance(message.get("peer_id"), str) and message.get("type") != "joined":
+        return str(message["peer_id"])
+    return None
+
+
+class BrokerClient:
+    """One participant: the REST calls it needs, the signaling socket, one link per peer.
+
+    ``tracks`` are sent to every peer (through a ``MediaRelay``); the client stops them on
+    ``close``. ``relay_only`` forces TURN. ``ice_servers`` replaces the broker's list and
+    ``signaling_url`` the URL from the join answer (tests, fixed deployments).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        access_token: str | None = None,
+        *,
+        tracks: Sequence[MediaStreamTrack] = (),
+        relay_only: bool = False,
+        ice_servers: Sequence[IceServer] | None = None,
+        signaling_url: str | None = None,
+        data_channel: bool = True,
+        heartbeat: float = 20.0,
+        reconnect_delays: Sequence[float] = (0.05, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0),
+        send_timeout: float = 15.0,
+        http: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.access_token = access_token
+        self.relay_only = relay_only
+        self.links: dict[str, PeerLink] = {}
+        self.events: asyncio.Queue[Event] = asyncio.Queue(HISTORY)
+        self.peer_id: str | None = None
+        self.session_id: str | None = None
+        self.role: str | None = None
+        self.quality: Mapping[str, Any] = {}
+        self.welcome: Mapping[str, Any] = {}
+        self.last_seq = 0
+        self._tracks = list(tracks)
+        self._relay = MediaRelay()
+        self._ice_override = None if ice_servers is None else tuple(ice_servers)
+        self._ice: tuple[IceServer, ...] = ()
+        self._url_override = signaling_url
+        self._data_channel = data_channel
+        self._heartbeat = heartbeat
+        self._delays = tuple(reconnect_delays)
+        self._send_timeout = send_timeout
+        self._http = http
+        self._own_http = http is None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._url = ""
+        self._join_token = ""
+        self._resume_token = ""
+        self._want_join = False
+        self._finished = False  # the session is over for us: no resume
+        self._closing = False
+        self._ready = asyncio.Event()  # welcomed and the socket is up
+        self._send_lock = asyncio.Lock()
+        self._reader: asyncio.Task[None] | None = None
+        self._history: deque[tuple[int, Event]] = deque(maxlen=HISTORY)
+        self._taken: set[int] = set()
+        self._counter = itertools.count()
+        self._arrived = asyncio.Event()
+
+    # REST
+    @classmethod
+    async def login(cls, base_url: str, email: str, password: str, **options: Any) -> BrokerClient:
+        client = cls(base_url, **options)
+        body = await client._rest(
+            "POST", "/api/v1/auth/login", {"email": email, "password": password}
+        )
+        client.access_token = str(body["access_token"])
+        return client
+
+    async def join_session(self, session_id: str, *, join: bool = True) -> JoinInfo:
+        """Get a join token over REST, open the socket, say hello and (by default) join."""
+        info = JoinInfo.from_wire(await self._rest("POST", f"/api/v1/sessions/{session_id}/join"))
+        await self.connect(info.join_token, info.signaling_url, info.ice_servers, join=join)
+        return info
+
+    async def _rest(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        headers = {"Accept": "application/json"}
+        if self.access_token is not None:
+            headers["Authorization"] = f"Bearer {self.access_token}"
+        http = self._session()
+        async with http.request(method, self.base_url + path, json=body, headers=headers) as resp:
+            data = await resp.json(content_type=None)
+            if resp.status >= 400:
+                raise ClientError(str(data.get("code", resp.status)), str(data.get("detail", "")))
+            return dict(data)
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
+        return self._http
+
+    # the socket
+    async def connect(
+        self,
+        join_token: str,
+        signaling_url: str,
+        ice_servers: Iterable[IceServer] = (),
+        *,
+        join: bool = True,
+    ) -> Mapping[str, Any]:
+        """Open the signaling socket and say hello; returns the ``welcome``."""
+        self._join_token = join_token
+        self._url = self._url_override or signaling_url
+        self._ice = tuple(ice_servers)
+        welcome = await self._open(resume=False)
+        self._reader = asyncio.create_task(self._read_loop(), name="broker-client-reader")
+        if join:
+            await self.join()
+        return welcome
+
+    async def _open(self, resume: bool) -> Mapping[str, Any]:
+        ws = await self._session().ws_connect(self._url, heartbeat=self._heartbeat)
+        hello: dict[str, Any] = {"type": "hello", "token": self._join_token}
+        if resume and self.peer_id is not None:
+            hello["resume"] = {
+                "peer_id": self.peer_id,
+                "token": self._resume_token,
+                "last_seq": self.last_seq,
+            }
+        try:
+            await ws.send_str(json.dumps(hello))
+            first = await ws.receive(timeout=10)
+            if first.type != aiohttp.WSMsgType.TEXT:
+                raise ClientError("closed", f"socket closed before welcome ({ws.close_code})")
+            welcome = json.loads(first.data)
+            if welcome.get("type") != "welcome":
+                raise ClientError(str(welcome.get("code")), str(welcome.get("message")))
+        except BaseException:
+            await ws.close()
+            raise
+        if welcome["peer_id"] != self.peer_id:
+            self.last_seq = 0  # a new peer: its seq starts again
+        self.peer_id = str(welcome["peer_id"])
+        self._resume_token = str(welcome["resume_token"])
+        if welcome.get("session_id"):
+            self.session_id = str(welcome["session_id"])
+        self.welcome = welcome
+        self._ice = tuple(IceServer.from_wire(s) for s in welcome.get("ice_servers", ()))
+        self._ws = ws
+        self._ready.set()
+        return dict(welcome)
+
+    async def _read_loop(self) -> None:
+        code: int | None = None
+        while True:
+            ws = self._ws
+            assert ws is not None
+            async for frame in ws:
+                if frame.type == aiohttp.WSMsgType.TEXT:
+                    await self._handle(json.loads(frame.data))
+            code = ws.close_code
+            self._ready.clear()
+            if self._closing or self._finished or code in FINAL_CLOSES:
+                break
+            log.info("signaling socket dropped", extra={"peer_id": self.peer_id, "code": code})
+            if not await self._resume():
+                break
+        self._emit(Event("closed", data={"code": code}))
+
+    async def _resume(self) -> bool:
+        for delay in self._delays:
+            await asyncio.sleep(delay)
+            if self._closing:
+                return False
+            try:
+                welcome = await self._open(resume=True)
+            except ClientError as exc:
+                if exc.code == protocol.TOKEN_EXPIRED and self.access_token and self.session_id:
+                    with contextlib.suppress(ClientError, aiohttp.ClientError):
+                        path = f"/api/v1/sessions/{self.session_id}/join"
+                        self._join_token = str((await self._rest("POST", path))["join_token"])
+                    continue
+                if exc.code in (protocol.INVALID_TOKEN, protocol.TOKEN_EXPIRED):
+                    return False
+                continue
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                continue
+            if welcome.get("resumed"):
+                self._emit(Event("reconnected", data=welcome))
+                return True
+            # Our place was gone (grace time over): a new peer, so new links and join again.
+            await self._close_links()
+            self._emit(Event("resume-failed", data=welcome))
+            if self._want_join:
+                await self._send({"type": "join"})
+            return True
+        return False
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        seq = message.get("seq")
+        if isinstance(seq, int):
+            if seq <= self.last_seq:
+                return  # seen before the socket dropped
+            self.last_seq = seq
+        kind = str(message.get("type"))
+        sender = _peer_of(message)
+        if kind in _RELAYED and sender is not None:
+            self._link(sender).deliver(message)
+            return
+        if kind == "joined":
+            self.role = str(message.get("role"))
+            self.quality = dict(message.get("quality") or {})
+            for peer in message.get("peers", ()):
+                self._link(str(peer["peer_id"])).offer()
+        elif kind == "peer-joined" and sender is not None:
+            self._link(sender)
+        elif kind == "peer-left" and sender is not None:
+            link = self.links.pop(sender, None)
+            if link is not None:
+                await link.close()
+        elif kind in FINAL_MESSAGES:
+            self._finished = True
+            await self._close_links()
+        self._emit(Event(kind, sender, message))
+
+    def _link(self, remote_id: str) -> PeerLink:
+        link = self.links.get(remote_id)
+        if link is None:
+            assert self.peer_id is not None
+            link = PeerLink(
+                self.peer_id,
+                remote_id,
+                configuration=rtc_configuration(self.ice_servers, self.relay_only),
+                tracks=self._fresh_tracks,
+                send=self._send,
+                emit=self._emit,
+                data_channel=self._data_channel,
+            )
+            self.links[remote_id] = link
+        return link
+
+    @property
+    def ice_servers(self) -> tuple[IceServer, ...]:
+        return self._ice if self._ice_override is None else self._ice_override
+
+    def _fresh_tracks(self) -> list[MediaStreamTrack]:
+        return [self._relay.subscribe(t, buffered=False) for t in self._tracks]
+
+    async def _close_links(self) -> None:
+        links, self.links = list(self.links.values()), {}
+        for link in links:
+            await link.close()
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        """Send one message; waits (bounded) while the socket is being resumed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._send_timeout
+        while True:
+            try:
+                await asyncio.wait_for(self._ready.wait(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise ClientError("not_connected", "the signaling socket is down") from None
+            ws = self._ws
+            assert ws is not None
+            try:
+                async with self._send_lock:
+                    await ws.send_str(json.dumps(message))
+                return
+            except (ConnectionError, RuntimeError):
+                self._ready.clear()  # the reader resumes, then we try again
+                await asyncio.sleep(0.01)
+
+    # events
+    def _emit(self, event: Event) -> None:
+        self._history.append((next(self._counter), event))
+        if self.events.full():
+            self.events.get_nowait()  # nobody reads the queue: keep the newest
+        self.events.put_nowait(event)
+        self._arrived.set()
+
+    async def wait_for(
+        self,
+        kind: str,
+        peer: str | None = None,
+        timeout: float = 10.0,
+        where: Callable[[Event], bool] | None = None,
+    ) -> Event:
+        """The oldest event of this type (and peer) not returned by ``wait_for`` before.
+
+        Independent of ``events``: reading the queue does not hide events from this.
+        """
+
+        async def find() -> Event:
+            while True:
+                for n, event in self._history:
+                    if (
+                        n not in self._taken
+                        and event.type == kind
+                        and (peer is None or event.peer == peer)
+                        and (where is None or where(event))
+                    ):
+                        self._taken.add(n)
+                        return event
+                self._arrived.clear()
+                await self._arrived.wait()
+
+        return await asyncio.wait_for(find(), timeout)
+
+    # participant and host actions
+    async def join(self) -> None:
+        self._want_join = True
+        await self._send({"type": "join"})
+
+    async def admit(self, peer_id: str) -> None:
+        await self._send({"type": "admit", "peer": peer_id})
+
+    async def deny(self, peer_id: str, reason: str | None = None) -> None:
+        await self._send({"type": "deny", "peer": peer_id, "reason": reason})
+
+    async def kick(self, peer_id: str, reason: str | None = None) -> None:
+        await self._send({"type": "kick", "peer": peer_id, "reason": reason})
+
+    async def end(self) -> None:
+        await self._send({"type": "end"})
+
+    async def chat(self, text: str) -> None:
+        await self._send({"type": "chat", "text": text})
+
+    async def accept_call(self, session_id: str) -> None:
+        """Answer an ``incoming-call`` (a connection opened with an access token)."""
+        self._want_join = True
+        await self._send({"type": "accept", "session_id": session_id})
+
+    async def decline_call(self, session_id: str) -> None:
+        await self._send({"type": "decline", "session_id": session_id})
+
+    async def leave(self) -> None:
+        """Leave the call for good (the server closes the socket), then ``close``."""
+        if self._ready.is_set():
+            self._finished = True
+            with contextlib.suppress(ClientError, ConnectionError, RuntimeError):
+                await self._send({"type": "leave"})
+        await self.close()
+
+    async def close(self) -> None:
+        """Close every link and the socket (without leaving: the place is kept for a while)."""
+        self._closing = True
+        await self._close_links()
+        if self._ws is not None:
+            await self._ws.close()
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._reader, 5)
+        for track in self._tracks:
+            track.stop()
+        if self._own_http and self._http is not None:
+            await self._http.close()
