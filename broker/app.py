@@ -15,6 +15,7 @@ from broker.api import clinics as clinics_api
 from broker.api import device as device_api
 from broker.api import meta as meta_api
 from broker.api import openapi
+from broker.api import preflight as preflight_api
 from broker.api import sessions as sessions_api
 from broker.api import standards as standards_api
 from broker.api import webhooks as webhooks_api
@@ -51,6 +52,7 @@ def all_routes() -> tuple[Route, ...]:
         *clinics_api.ROUTES,
         *device_api.ROUTES,
         *sessions_api.ROUTES,
+        *preflight_api.ROUTES,
         *webhooks_api.ROUTES,
         *standards_api.ROUTES,
     )
@@ -176,6 +178,7 @@ def create_app(settings: Settings, hash_params: HashParams | None = None) -> web
         return await request.app[SIGNALING](request)
 
     app.cleanup_ctx.append(services_ctx)
+    app.cleanup_ctx.append(preflight_api.context)
     app.on_shutdown.append(shutdown)
     app.router.add_get("/ws", websocket)
     add_routes(app, all_routes())
