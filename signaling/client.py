@@ -256,12 +256,13 @@ class BrokerClient:
         self._emit(Event("closed", data={"code": code}))
 
     async def _resume(self) -> bool:
+        fresh = False  # after the server refused the resume itself: come back as a new peer
         for delay in self._delays:
             await asyncio.sleep(delay)
             if self._closing:
                 return False
             try:
-                welcome = await self._open(resume=True)
+                welcome = await self._open(resume=not fresh)
             except ClientError as exc:
                 if exc.code == protocol.TOKEN_EXPIRED and self.access_token and self.session_id:
                     with contextlib.suppress(ClientError, aiohttp.ClientError):
@@ -270,6 +271,7 @@ class BrokerClient:
                     continue
                 if exc.code in (protocol.INVALID_TOKEN, protocol.TOKEN_EXPIRED):
                     return False
+                fresh = exc.code != "closed"
                 continue
             except (aiohttp.ClientError, OSError, TimeoutError):
                 continue

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +20,8 @@ from aiohttp.test_utils import TestClient
 from broker.config import Settings
 from broker.domain import Role
 from broker.turn import turn_credentials
-from signaling.client import BrokerClient, IceServer
+from signaling.client import BrokerClient, Event, IceServer, PeerLink
+from signaling.peer import rtc_configuration
 from tests.support.app import Account, make_client, signed_up, staff_account
 from tests.support.broker_proc import BrokerLauncher, BrokerProcess
 from tests.support.webrtc import PatternTrack, TurnServer, frames_of
@@ -171,6 +172,98 @@ async def test_socket_drop_resumes_without_losing_the_call(
     finally:
         await host.close()
         await guest.close()
+
+
+async def test_refused_resume_comes_back_as_a_new_peer(
+    in_process: TestClient[Any, Any],
+) -> None:
+    session_id, doc, patient = await book_in_process(in_process)
+    host, guest = sdk(in_process, doc.access_token), sdk(in_process, patient.access_token)
+    try:
+        call = await enter(session_id, host, guest)
+        old = host.peer_id
+        await hd_both_ways(call)
+        host._resume_token = "x" * 5000  # the server refuses this hello: come back fresh
+        ws = host._ws
+        assert ws is not None and ws._response.connection is not None
+        ws._response.connection.transport.abort()  # type: ignore[union-attr]
+        await host.wait_for("resume-failed")
+        await host.wait_for("joined")
+        assert host.peer_id not in (None, old)
+        assert (await guest.wait_for("peer-left", peer=old)).data["reason"] == "replaced"
+        await guest.wait_for("peer-joined", peer=host.peer_id)
+        assert list(guest.links) == [host.peer_id]
+        await hd_both_ways(call)
+        await finish(call)
+    finally:
+        await host.close()
+        await guest.close()
+
+
+async def test_glare_polite_peer_starts_over_and_impolite_peer_ignores() -> None:
+    """Both peers offer at once (offers held until both are out): aiortc has no rollback."""
+    events: dict[str, list[Event]] = {"peer-a": [], "peer-b": []}
+    links: dict[str, PeerLink] = {}
+    held: list[dict[str, Any]] = []
+
+    def sender(me: str) -> Callable[[dict[str, Any]], Awaitable[None]]:
+        async def send(message: dict[str, Any]) -> None:
+            relayed = {**message, "from": me}
+            if message["type"] == "offer" and len(held) < 2:
+                held.append(relayed)
+                if len(held) == 2:
+                    for offer in held:
+                        links[offer["to"]].deliver(offer)
+                return
+            links[message["to"]].deliver(relayed)
+
+        return send
+
+    for me, other in (("peer-a", "peer-b"), ("peer-b", "peer-a")):
+        links[me] = PeerLink(
+            me,
+            other,
+            configuration=rtc_configuration([]),
+            tracks=lambda: [PatternTrack()],
+            send=sender(me),
+            emit=events[me].append,
+        )
+    a, b = links["peer-a"], links["peer-b"]
+    assert b.polite and not a.polite  # the greater peer id is polite
+    try:
+        a.offer()
+        b.offer()
+        await asyncio.wait_for(asyncio.gather(a.connected.wait(), b.connected.wait()), 20)
+        assert (b.replacements, b.ignored_offers) == (1, 0)
+        assert (a.replacements, a.ignored_offers) == (0, 1)
+        for link in (a, b):
+            channel = link.channel
+            assert channel is not None
+            await _until(lambda: channel.readyState == "open")  # noqa: B023
+            channel.send(f"hi from {link.local_id}")
+        await _until(lambda: all(_got(events[p], "channel-message") for p in events))
+        assert _got(events["peer-a"], "channel-message")[0].data["data"] == "hi from peer-b"
+        assert _got(events["peer-b"], "channel-message")[0].data["data"] == "hi from peer-a"
+        tracks = [_got(events[p], "track")[-1].track for p in events]
+        for track in tracks:
+            assert track is not None
+            frames = await frames_of(track, 10)
+            assert {(f.width, f.height) for f in frames} == {(1280, 720)}
+    finally:
+        await a.close()
+        await b.close()
+
+
+def _got(events: list[Event], kind: str) -> list[Event]:
+    return [e for e in events if e.type == kind]
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(poll(), timeout)
 
 
 # Two broker processes on one redis-server
