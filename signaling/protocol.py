@@ -83,7 +83,7 @@ class _Msg(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
 
 class Resume(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     peer_id: PeerId
-    token: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
     last_seq: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 

@@ -228,10 +228,10 @@ class Rooms:
         self, session_id: str, host_id: str, ref: str | None, reason: str = "ended"
     ) -> None:
         host = await self._host(session_id, host_id, ref)
-        await self.close_room(session_id, reason)
         session = await self._session(session_id)
-        await self._set_status(session, SessionStatus.FULFILLED)
         await self._joining.record(session_id, "ended", host.subject)
+        await self._set_status(session, SessionStatus.FULFILLED)
+        await self.close_room(session_id, reason)
 
     async def close_room(self, session_id: str, reason: str) -> None:
         """Everyone out: a host ended it, or it was cancelled (waiting room included)."""

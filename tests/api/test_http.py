@@ -29,7 +29,7 @@ ALLOWED_ORIGIN = "https://app.example.org"
 
 # Registered routes that are not part of the REST surface: the document itself and the
 # browser/TV pages served from static/.
-NOT_IN_OPENAPI = {"/openapi.json", "/", "/pair"}
+NOT_IN_OPENAPI = {"/openapi.json", "/", "/pair", "/tv", "/join", "/ws"}
 
 
 def assert_security_headers(resp: Any) -> None:
