@@ -36,7 +36,9 @@ ACCESS_AUDIENCE = "citycall-api"
 LEEWAY_SECONDS = 5
 # How long a superseded key keeps verifying: longer than any token it may have signed.
 RETIRE_GRACE = timedelta(days=2)
-_CACHE_REFRESH_SECONDS = 5.0
+# An unknown kid reloads the published keys (another node may have just made one), at most
+# this often, so a flood of forged kids costs at most a few store reads a second.
+_CACHE_REFRESH_SECONDS = 0.2
 
 
 def b64url(data: bytes) -> str:

@@ -14,6 +14,7 @@ from broker.config import Settings
 from broker.domain import Role
 from signaling import protocol
 from tests.support.app import Account, app_services, signed_up, staff_account
+from tests.support.wsclient import Peer, open_peer
 
 SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
 CAND = {"candidate": "candidate:1 1 udp 2122260223 127.0.0.1 54321 typ host", "sdpMid": "0"}
@@ -24,52 +25,8 @@ def settings(tmp_path: Any) -> Settings:
     return Settings(data_dir=tmp_path, signaling_grace=2, heartbeat=5)
 
 
-class Peer:
-    """A test client: one socket, a queue of what the server sent."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
-        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.reader = asyncio.create_task(self._read())
-        self.welcome: dict[str, Any] = {}
-        self.last_seq = 0
-
-    async def _read(self) -> None:
-        async for msg in self.ws:
-            if msg.type == aiohttp.WSMsgType.TEXT:
-                data = json.loads(msg.data)
-                self.last_seq = max(self.last_seq, data.get("seq", 0))
-                await self.inbox.put(data)
-
-    async def send(self, **message: Any) -> None:
-        await self.ws.send_str(json.dumps(message))
-
-    async def expect(self, kind: str, timeout: float = 5.0) -> dict[str, Any]:
-        """The next message of type ``kind`` (others before it are skipped)."""
-
-        async def find() -> dict[str, Any]:
-            while True:
-                msg = await self.inbox.get()
-                if msg["type"] == kind:
-                    return msg
-
-        return await asyncio.wait_for(find(), timeout)
-
-    async def close(self) -> None:
-        await self.ws.close()
-        self.reader.cancel()
-
-
 async def connect(client: Any, token: str | None, resume: dict[str, Any] | None = None) -> Peer:
-    ws = await client.ws_connect("/ws")
-    peer = Peer(ws)
-    if token is not None:
-        hello: dict[str, Any] = {"type": "hello", "token": token}
-        if resume:
-            hello["resume"] = resume
-        await peer.send(**hello)
-        peer.welcome = await peer.expect("welcome")
-    return peer
+    return await open_peer(client, "/ws", token, resume)
 
 
 async def join_token(client: Any, session_id: str, who: Account) -> str:

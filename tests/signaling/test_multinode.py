@@ -1,0 +1,213 @@
+"""Many nodes on one Redis: a call across two broker processes survives a node being killed,
+a node shutting down, and Redis restarting; nothing is delivered twice or lost."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis
+
+from tests.support.broker_proc import BrokerLauncher, BrokerProcess
+from tests.support.servers import free_port
+from tests.support.wsclient import Peer, open_peer
+
+DEMO_PASSWORD = "citycall-demo-1"
+
+
+def _token(node: BrokerProcess, email: str) -> str:
+    reply = node.call("POST", "/api/v1/auth/login", {"email": email, "password": DEMO_PASSWORD})
+    assert reply.status == 200, reply.body
+    return str(reply.json()["access_token"])
+
+
+def _join(node: BrokerProcess, access: str, session_id: str) -> str:
+    reply = node.call("POST", f"/api/v1/sessions/{session_id}/join", {}, token=access)
+    assert reply.status == 200, reply.body
+    return str(reply.json()["join_token"])
+
+
+def _ws(node: BrokerProcess) -> str:
+    return node.url.replace("http", "ws", 1) + "/ws"
+
+
+class Call:
+    """The demo check-up with the clinician and the patient, each on a node of their own."""
+
+    def __init__(self, a: BrokerProcess, b: BrokerProcess) -> None:
+        self.a, self.b = a, b
+        self.doc = _token(a, "clinician@demo.citycall.test")
+        self.patient = _token(b, "patient@demo.citycall.test")
+        sessions = a.call("GET", "/api/v1/sessions", token=self.patient).json()["items"]
+        self.session_id = next(s["id"] for s in sessions if s["title"].startswith("Blood"))
+
+    async def start(self, http: aiohttp.ClientSession) -> tuple[Peer, Peer]:
+        host = await open_peer(http, _ws(self.b), _join(self.b, self.doc, self.session_id))
+        await host.send(type="join")
+        await host.expect("joined")
+        guest = await open_peer(http, _ws(self.a), _join(self.a, self.patient, self.session_id))
+        await guest.send(type="join")
+        await guest.expect("waiting")
+        await host.expect("waiting-room")
+        await host.send(type="admit", peer=guest.peer_id)
+        await guest.expect("joined")
+        await host.expect("peer-joined")
+        return host, guest
+
+
+def _flush(url: str) -> None:
+    client = redis.Redis.from_url(url)
+    client.flushall()
+    client.close()
+
+
+@pytest.fixture
+def two_nodes(
+    broker_launcher: BrokerLauncher, redis_server: str, tmp_path: Path
+) -> tuple[BrokerProcess, BrokerProcess]:
+    _flush(redis_server)
+    flags = ["--redis-url", redis_server, "--signaling-grace", "30"]
+    a = broker_launcher.start(tmp_path / "a", [*flags, "--demo"])
+    b = broker_launcher.start(tmp_path / "b", flags)
+    return a, b
+
+
+async def _chats(peer: Peer, n: int, timeout: float = 10.0) -> list[str]:
+    return [(await peer.expect("chat", timeout))["text"] for _ in range(n)]
+
+
+async def test_call_across_nodes_survives_a_killed_node(two_nodes: Any) -> None:
+    a, b = two_nodes
+    call = Call(a, b)
+    async with aiohttp.ClientSession() as http:
+        host, guest = await call.start(http)
+        await host.send(type="chat", text="before")
+        assert await _chats(guest, 1) == ["before"]
+        resume = guest.resume_info()
+        a.proc.kill()  # node A dies without a word
+        a.proc.wait(10)
+        await host.expect("peer-reconnecting", timeout=20)
+        for i in range(3):
+            await host.send(type="chat", text=f"while away {i}")
+        back = await open_peer(http, _ws(b), _join(b, call.patient, call.session_id), resume)
+        assert back.welcome["resumed"] is True
+        assert await _chats(back, 3) == [f"while away {i}" for i in range(3)]
+        await host.expect("peer-resumed")
+        await back.send(type="chat", text="I am back")
+        assert (await host.expect("chat"))["text"] == "I am back"
+        await asyncio.sleep(0.5)
+        rest = [back.inbox.get_nowait() for _ in range(back.inbox.qsize())]
+        assert not [m for m in rest if m["type"] == "chat" and m["text"] != "I am back"]
+
+
+async def test_shutdown_sends_clients_to_another_node(two_nodes: Any) -> None:
+    a, b = two_nodes
+    call = Call(a, b)
+    async with aiohttp.ClientSession() as http:
+        host, guest = await call.start(http)
+        assert a.stop() == 0
+        told = await guest.expect("reconnect")
+        assert told["reason"] == "shutdown"
+        resume = guest.resume_info()
+        await host.expect("peer-reconnecting", timeout=20)
+        await host.send(type="chat", text="still here")
+        back = await open_peer(http, _ws(b), _join(b, call.patient, call.session_id), resume)
+        assert back.welcome["resumed"] is True
+        assert await _chats(back, 1) == ["still here"]
+
+
+@pytest.fixture
+def durable_redis(tmp_path: Path) -> Iterator[tuple[str, Any]]:
+    """A redis-server with an append-only file, so a restart keeps its keys."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is missing") if _ci() else pytest.skip("no redis-server")
+    port = free_port()
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    args = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--dir",
+        str(workdir),
+    ]
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                redis.Redis(port=port).ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def restart() -> None:
+        procs[-1].terminate()
+        procs[-1].wait(10)
+        start()
+
+    start()
+    try:
+        yield f"redis://127.0.0.1:{port}/0", restart
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(5)
+
+
+def _ci() -> bool:
+    import os
+
+    return os.environ.get("CI") == "true"
+
+
+async def test_call_recovers_after_redis_restarts(
+    broker_launcher: BrokerLauncher, durable_redis: Any, tmp_path: Path
+) -> None:
+    url, restart = durable_redis
+    flags = ["--redis-url", url]
+    a = broker_launcher.start(tmp_path / "a", [*flags, "--demo"])
+    b = broker_launcher.start(tmp_path / "b", flags)
+    call = Call(a, b)
+    async with aiohttp.ClientSession() as http:
+        host, guest = await call.start(http)
+        await host.send(type="chat", text="one")
+        assert await _chats(guest, 1) == ["one"]
+        restart()
+        delivered: list[str] = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not delivered:
+            await host.send(type="chat", text="two")
+            try:
+                delivered = await _chats(guest, 1, timeout=1.0)
+            except TimeoutError:
+                continue
+        assert delivered == ["two"]
+        await guest.send(type="chat", text="three")
+        texts = []
+        while True:
+            msg = await host.expect("chat")
+            texts.append(msg["text"])
+            if msg["text"] == "three":
+                break
+        assert texts.count("three") == 1
