@@ -275,3 +275,49 @@ async def test_family_call_rings_an_idle_tv(client: Any) -> None:
     joined = await tv.expect("joined")
     assert [p["peer_id"] for p in joined["peers"]] == [caller.welcome["peer_id"]]
     assert (await caller.expect("peer-joined"))["peer"]["subject"] == grandma.user_id
+
+
+async def test_slow_reader_is_disconnected_not_buffered(client: Any, checkup: Any) -> None:
+    session_id, doc, patient = checkup
+    host = await connect(client, await join_token(client, session_id, doc))
+    await host.send(type="join")
+    await host.expect("joined")
+    slow = await client.ws_connect("/ws")  # says hello, then never reads again
+    await slow.send_str(
+        json.dumps({"type": "hello", "token": await join_token(client, session_id, patient)})
+    )
+    welcome = json.loads((await slow.receive(timeout=5)).data)
+    await slow.send_str(json.dumps({"type": "join"}))
+    await host.expect("waiting-room")
+    await host.send(type="admit", peer=welcome["peer_id"])
+    await host.expect("peer-joined")
+    big = SDP + "a=x-pad:" + "p" * 60000 + "\r\n"
+    deadline = asyncio.get_running_loop().time() + 30
+    left = None
+    while left is None and asyncio.get_running_loop().time() < deadline:
+        await host.send(type="offer", to=welcome["peer_id"], sdp=big)
+        await asyncio.sleep(0.02)
+        while not host.inbox.empty():
+            msg = host.inbox.get_nowait()
+            if msg["type"] in ("peer-reconnecting", "peer-left"):
+                left = msg
+    assert left is not None, "the server kept buffering for a peer that does not read"
+    assert left["peer_id"] == welcome["peer_id"]
+
+
+async def test_expired_join_token_is_refused(client: Any, checkup: Any) -> None:
+    session_id, _, patient = checkup
+    tokens = app_services(client).tokens
+    stale, _ = tokens.issue(
+        patient.user_id,
+        "citycall-signaling",
+        "join",
+        60,
+        {"sid": session_id, "role": "patient"},
+        now=datetime.now(UTC) - timedelta(hours=1),
+    )
+    peer = await connect(client, None)
+    await peer.send(type="hello", token=stale)
+    assert (await peer.expect("error"))["code"] == protocol.TOKEN_EXPIRED
+    await asyncio.sleep(0.2)
+    assert peer.ws.close_code == protocol.CLOSE_AUTH_FAILED
