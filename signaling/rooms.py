@@ -249,7 +249,11 @@ class Rooms:
         for uid in session.member_ids:
             if uid in present:
                 continue
-            for idle in await self._bus.idle_peers(uid):
+            idle_peers = await self._bus.idle_peers(uid)
+            if not idle_peers:
+                continue
+            trusted = caller in await self._store.get_trusted_contacts(uid)
+            for idle in idle_peers:
                 await self.send(
                     idle,
                     {
@@ -258,7 +262,7 @@ class Rooms:
                         "from_user": caller,
                         "kind": session.kind.value,
                         "title": session.title,
-                        "auto_answer": False,
+                        "auto_answer": trusted,
                     },
                 )
 

@@ -325,5 +325,13 @@ class CapacityOut(_Out, frozen=True, kw_only=True):
     capacity_mbps: float
 
 
+class TrustedContacts(_In, frozen=True, kw_only=True):
+    user_ids: Annotated[list[Id], msgspec.Meta(max_length=50)]
+
+
+class TrustedContactsOut(_Out, frozen=True, kw_only=True):
+    user_ids: list[str]
+
+
 class FeedOut(_Out, frozen=True, kw_only=True):
     url: str

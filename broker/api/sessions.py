@@ -251,6 +251,19 @@ async def put_capacity(request: web.Request) -> web.Response:
     )
 
 
+async def get_trusted(request: web.Request) -> web.Response:
+    found = await services(request).store.get_trusted_contacts(principal(request).subject)
+    return respond(s.TrustedContactsOut(user_ids=list(found)))
+
+
+async def put_trusted(request: web.Request) -> web.Response:
+    body = await read_body(request, s.TrustedContacts)
+    saved = await services(request).scheduling.set_trusted_contacts(
+        principal(request), body.user_ids
+    )
+    return respond(s.TrustedContactsOut(user_ids=list(saved)))
+
+
 _S = "/api/v1/sessions/{session_id}"
 _TIME_RANGE = (
     Query("from", "sessions starting at or after (ISO 8601 with offset)", format="date-time"),
@@ -423,6 +436,27 @@ ROUTES = (
         response=s.SessionOut,
         status=201,
         errors=(401, 403, 404, 409, 422),
+    ),
+    Route(
+        "GET",
+        "/api/v1/me/trusted-contacts",
+        get_trusted,
+        "People whose calls your TV answers by itself",
+        "calls",
+        auth="user",
+        response=s.TrustedContactsOut,
+        errors=(401,),
+    ),
+    Route(
+        "PUT",
+        "/api/v1/me/trusted-contacts",
+        put_trusted,
+        "Set the people whose calls your TV answers by itself (family members)",
+        "calls",
+        auth="user",
+        body=s.TrustedContacts,
+        response=s.TrustedContactsOut,
+        errors=(401, 403, 422),
     ),
     Route(
         "PUT",

@@ -35,6 +35,7 @@ from broker.store.schedule_base import SessionQuery
 log = logging.getLogger(__name__)
 
 HOME_SITE = "home"
+MAX_TRUSTED = 50
 SESSION_CREATED = "session.created"
 SESSION_UPDATED = "session.updated"
 SESSION_CANCELLED = "session.cancelled"
@@ -366,6 +367,20 @@ class Scheduling:
         )
         base = await self._build(clinic_as, new)
         return await self._book(replace(base, created_by=by.subject), False, SESSION_CREATED)
+
+    async def set_trusted_contacts(self, by: Principal, user_ids: Sequence[str]) -> tuple[str, ...]:
+        """Whose calls a family member's TV may answer by itself."""
+        if by.role not in (Role.FAMILY, Role.PATIENT):
+            raise PermissionDenied("trusted contacts are for family members")
+        contacts = tuple(dict.fromkeys(u for u in user_ids if u != by.subject))
+        if len(contacts) > MAX_TRUSTED:
+            raise InvalidInput(f"at most {MAX_TRUSTED} trusted contacts", field="user_ids")
+        for uid in contacts:
+            user = await self._user(uid, "user_ids")
+            if user.role not in (Role.FAMILY, Role.PATIENT):
+                raise InvalidInput("trusted contacts are family members", field="user_ids")
+        await self._store.set_trusted_contacts(by.subject, contacts)
+        return contacts
 
     async def set_site_capacity(
         self, by: Principal, site_id: str, name: str, capacity_kbps: int

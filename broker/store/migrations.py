@@ -151,4 +151,11 @@ MIGRATIONS: tuple[str, ...] = (
         until TEXT NOT NULL
     )
     """,
+    # 3: trusted contacts (auto-answer on a TV)
+    """
+    CREATE TABLE trusted_contacts (
+        user_id TEXT PRIMARY KEY,
+        doc BLOB NOT NULL
+    )
+    """,
 )

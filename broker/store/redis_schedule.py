@@ -596,6 +596,17 @@ class RedisScheduleMixin:
         texts = await self._r.lrange(self._entity("session", session_id, ":audit"), 0, -1)
         return _loaded(AuditEntry, texts)
 
+    # trusted contacts
+
+    @_translated
+    async def set_trusted_contacts(self, user_id: str, contacts: tuple[str, ...]) -> None:
+        await self._r.set(self._entity("trusted", user_id), dump(list(contacts)))
+
+    @_translated
+    async def get_trusted_contacts(self, user_id: str) -> tuple[str, ...]:
+        text = await self._r.get(self._entity("trusted", user_id))
+        return () if text is None else tuple(load(list[str], text))
+
     # coordination
 
     @_translated

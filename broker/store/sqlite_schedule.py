@@ -246,6 +246,24 @@ class SqliteScheduleMixin:
         )
         return str(row["user_id"]) if row else None
 
+    # trusted contacts
+    async def set_trusted_contacts(self, user_id: str, contacts: tuple[str, ...]) -> None:
+        await self._run(
+            lambda c: c.execute(
+                "INSERT INTO trusted_contacts (user_id, doc) VALUES (?, ?)"
+                " ON CONFLICT(user_id) DO UPDATE SET doc=excluded.doc",
+                (user_id, dump(list(contacts))),
+            )
+        )
+
+    async def get_trusted_contacts(self, user_id: str) -> tuple[str, ...]:
+        row = await self._run(
+            lambda c: c.execute(
+                "SELECT doc FROM trusted_contacts WHERE user_id = ?", (user_id,)
+            ).fetchone()
+        )
+        return tuple(load(list[str], row["doc"])) if row else ()
+
     # webhooks and outbox
     async def create_webhook(self, endpoint: WebhookEndpoint) -> None:
         try:

@@ -271,6 +271,7 @@ async def test_family_call_rings_an_idle_tv(client: Any) -> None:
     await caller.expect("joined")
     ring = await tv.expect("incoming-call")
     assert ring["session_id"] == session_id and ring["from_user"] == grandson.user_id
+    assert ring["auto_answer"] is False
     await tv.send(type="accept", session_id=session_id)
     joined = await tv.expect("joined")
     assert [p["peer_id"] for p in joined["peers"]] == [caller.welcome["peer_id"]]
@@ -321,3 +322,37 @@ async def test_expired_join_token_is_refused(client: Any, checkup: Any) -> None:
     assert (await peer.expect("error"))["code"] == protocol.TOKEN_EXPIRED
     await asyncio.sleep(0.2)
     assert peer.ws.close_code == protocol.CLOSE_AUTH_FAILED
+
+
+async def test_trusted_contact_is_auto_answered(client: Any) -> None:
+    grandma = await signed_up(client, "family")
+    grandson = await signed_up(client, "family")
+    resp = await client.put(
+        "/api/v1/me/trusted-contacts",
+        json={"user_ids": [grandson.user_id]},
+        headers=grandma.headers,
+    )
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["user_ids"] == [grandson.user_id]
+    tv = await connect(client, grandma.access_token)
+    start = datetime.now(UTC) + timedelta(minutes=2)
+    resp = await client.post(
+        "/api/v1/sessions",
+        json={
+            "kind": "family_call",
+            "title": "Hi",
+            "start": start.isoformat(),
+            "end": (start + timedelta(minutes=30)).isoformat(),
+            "participant_ids": [grandma.user_id],
+        },
+        headers=grandson.headers,
+    )
+    session_id = (await resp.json())["items"][0]["id"]
+    caller = await connect(client, await join_token(client, session_id, grandson))
+    await caller.send(type="join")
+    assert (await tv.expect("incoming-call"))["auto_answer"] is True
+    doctor = await staff_account(client)
+    refused = await client.put(
+        "/api/v1/me/trusted-contacts", json={"user_ids": [grandson.user_id]}, headers=doctor.headers
+    )
+    assert refused.status == 403
