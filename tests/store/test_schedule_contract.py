@@ -746,3 +746,13 @@ async def test_redis_two_processes_booking_one_slot_have_one_winner(
         SessionQuery(user_id="usr_doc", starts_from=T0, starts_before=T0 + HOUR)
     )
     assert len(booked) == 1
+
+
+async def test_trusted_contacts_replace_and_stay_per_user(store: Store) -> None:
+    assert await store.get_trusted_contacts("usr_a") == ()
+    await store.set_trusted_contacts("usr_a", ("usr_b", "usr_c"))
+    await store.set_trusted_contacts("usr_z", ("usr_a",))
+    assert await store.get_trusted_contacts("usr_a") == ("usr_b", "usr_c")
+    await store.set_trusted_contacts("usr_a", ("usr_c",))
+    assert await store.get_trusted_contacts("usr_a") == ("usr_c",)
+    assert await store.get_trusted_contacts("usr_z") == ("usr_a",)
