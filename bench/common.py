@@ -1,0 +1,277 @@
+"""What every benchmark needs: processes on loopback, their CPU time and memory from /proc,
+percentiles, the machine's description, a table on stdout and JSON in ``bench/results/``.
+
+Nothing here imports the broker: the servers run as their own processes and are measured
+from outside, the way an operator would see them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Coroutine, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+DATA = BENCH / "data"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+T = TypeVar("T")
+
+
+# machine and processes
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    import aiohttp
+
+    return {
+        "nproc": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "aiohttp": aiohttp.__version__,
+        "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[1],
+        "load_avg_at_start": os.getloadavg(),
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the whole process (all its threads), from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+def raise_nofile(want: int) -> int:
+    """Raise this process's open-file limit as far as the hard limit allows; returns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = min(want, hard) if hard != resource.RLIM_INFINITY else want
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def env() -> dict[str, str]:
+    """The environment for child processes: no ``BROKER_*`` settings, the repo importable."""
+    out = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
+    out["PYTHONPATH"] = str(ROOT) + (os.pathsep + out["PYTHONPATH"] if "PYTHONPATH" in out else "")
+    out["PYTHONUNBUFFERED"] = "1"
+    return out
+
+
+@dataclass
+class Server:
+    """A child process listening on ``port``; output goes to ``log``."""
+
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def rss(self) -> int:
+        return rss_bytes(self.pid)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def log_dir() -> Path:
+    path = RESULTS / "logs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def spawn(name: str, args: Sequence[str], port: int, ready: str = "/healthz") -> Server:
+    """Start ``args`` and wait until ``GET ready`` answers 200 (or the port accepts, ready="")."""
+    log = log_dir() / f"{name}-{port}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            list(args),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env(),
+        )
+    server = Server(name, port, proc, log)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
+        if _answers(port, ready):
+            return server
+        time.sleep(0.05)
+    server.stop()
+    raise RuntimeError(f"{name} did not start in time:\n{log.read_text()[-2000:]}")
+
+
+def _answers(port: int, path: str) -> bool:
+    try:
+        if not path:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+def start_broker(
+    name: str = "broker", redis_url: str | None = None, extra: Sequence[str] = ()
+) -> Server:
+    """``python -m broker serve`` on a free port with a fresh data dir: all defaults (logging at
+    INFO included), except a join window opening 24 h early, so that one pair of users can have
+    many back-to-back calls that are all joinable now."""
+    port = free_port()
+    data = RESULTS / "data" / f"{name}-{port}"
+    data.mkdir(parents=True, exist_ok=True)
+    args = [sys.executable, "-m", "broker", "serve", "--port", str(port), "--data-dir", str(data)]
+    args += ["--join-before-minutes", "1440"]
+    if redis_url:
+        args += ["--redis-url", redis_url]
+    return spawn(name, [*args, *extra], port)
+
+
+def start_bare_relay(name: str = "bare-relay") -> Server:
+    port = free_port()
+    args = [sys.executable, "-m", "bench.bare_relay", "--port", str(port)]
+    return spawn(name, args, port)
+
+
+def start_redis() -> Server:
+    port = free_port()
+    args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    args += ["--appendonly", "no", "--protected-mode", "yes", "--maxclients", "10000"]
+    return spawn("redis", args, port, ready="")
+
+
+@contextlib.contextmanager
+def running(*servers: Server) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for s in servers:
+            s.stop()
+
+
+# figures
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of already sorted values (NaN when empty)."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, min(len(sorted_values), round(q / 100 * len(sorted_values) + 0.5)))
+    return float(sorted_values[rank - 1])
+
+
+def latency_summary(ns: list[int]) -> dict[str, float]:
+    values = sorted(v / 1e6 for v in ns)
+    return {
+        "count": len(values),
+        "p50_ms": round(percentile(values, 50), 3),
+        "p99_ms": round(percentile(values, 99), 3),
+        "max_ms": round(values[-1], 3) if values else float("nan"),
+    }
+
+
+def ratio(a: float, b: float) -> float:
+    return round(a / b, 2) if b else float("nan")
+
+
+def table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in headers], *[[_fmt(c) for c in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = [title, "  ".join(h.ljust(w) for h, w in zip(cells[0], widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    for row in cells[1:]:
+        lines.append("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) < 1000 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def write_results(name: str, results: dict[str, Any]) -> Path:
+    """``bench/results/<name>.json`` (the latest) and a timestamped copy next to it."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    doc = {"benchmark": name, "at": stamp, "machine": machine(), **results}
+    text = json.dumps(doc, indent=2, default=str)
+    (RESULTS / f"{name}-{stamp}.json").write_text(text)
+    latest = RESULTS / f"{name}.json"
+    latest.write_text(text)
+    return latest
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def run_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """Clients run on uvloop when it is installed, so they take less of the shared CPUs."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
