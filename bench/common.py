@@ -13,10 +13,12 @@ import json
 import os
 import platform
 import resource
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Coroutine, Iterator, Sequence
@@ -101,6 +103,7 @@ class Server:
     port: int
     proc: subprocess.Popen[bytes]
     log: Path
+    scratch: Path | None = None  # removed when the server stops
 
     @property
     def pid(self) -> int:
@@ -128,6 +131,8 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def log_dir() -> Path:
@@ -178,13 +183,15 @@ def start_broker(
     INFO included), except a join window opening 24 h early, so that one pair of users can have
     many back-to-back calls that are all joinable now."""
     port = free_port()
-    data = RESULTS / "data" / f"{name}-{port}"
-    data.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "data").mkdir(parents=True, exist_ok=True)
+    data = Path(tempfile.mkdtemp(prefix=f"{name}-{port}-", dir=RESULTS / "data"))
     args = [sys.executable, "-m", "broker", "serve", "--port", str(port), "--data-dir", str(data)]
     args += ["--join-before-minutes", "1440"]
     if redis_url:
         args += ["--redis-url", redis_url]
-    return spawn(name, [*args, *extra], port)
+    server = spawn(name, [*args, *extra], port)
+    server.scratch = data
+    return server
 
 
 def start_bare_relay(name: str = "bare-relay") -> Server:

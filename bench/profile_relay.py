@@ -1,0 +1,218 @@
+"""Where the broker's relay time goes: the relay load of ``bench.relay`` against one broker,
+sampled with py-spy (``pip install py-spy``; found on PATH or at ``$PY_SPY``) or, without it,
+with cProfile inside the broker process (``python -m cProfile -m broker serve``).
+
+Prints the functions with the most samples of their own ("self") and the share of samples that
+passed through each step of the relay path ("total"). Raw output goes to bench/results/.
+
+    python -m bench.profile_relay [--kind sdp|candidate] [--seconds 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import pstats
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from bench import clients
+from bench.common import RESULTS, Server, free_port, run_loop, spawn, start_broker
+
+# Where a sample's time goes: the first category matching a frame, walking from the innermost
+# frame outwards (so a socket write inside the writer task counts as "socket write").
+CATEGORIES = {
+    "SDP syntax check (check_sdp: one regex per line)": ("check_sdp (",),
+    "candidate syntax check": ("check_candidate (",),
+    "protocol.parse: str->bytes, msgspec decode + validation": ("parse (signaling/protocol",),
+    "socket write syscall (transport.write)": ("Transport.write (", "UVStream.write"),
+    "aiohttp frame writer (send_str, send_frame)": ("send_str (aiohttp", "send_frame (aiohttp"),
+    "writer task (queue get, bytes->str, closing_code)": (
+        "Connection._write",
+        "closing_code",
+        "Queue.get",
+    ),
+    "bus.send: seq, replay buffer, per-peer lock, deliver, push": (
+        "MemoryBus.send",
+        "_deliver (signaling/node",
+        "Connection.push",
+        "stamp_seq",
+        "_call (signaling/bus",
+        "Lock.",
+    ),
+    "rooms.relay: peer lookups, relayed(), msgspec encode": (
+        "Rooms.relay",
+        "get_peer (",
+        "relayed (",
+        "encode (signaling",
+    ),
+    "socket read + frame parsing (aiohttp data_received)": ("data_received", "_read_ready"),
+    "handler loop (ws.receive, dispatch, rate limit)": (
+        "SignalingHandler._read",
+        "SignalingHandler._dispatch",
+        "WebSocketResponse.receive",
+        "WebSocketResponse.__anext__",
+        "TokenBucket",
+        "_flush_heartbeat_reset",
+    ),
+    "epoll wait (selector)": ("EpollSelector.select",),
+    "event loop (callbacks, futures, task steps)": (
+        "Handle._run",
+        "_run_once",
+        "create_future",
+        "call_soon",
+        "Task.",
+    ),
+}
+OTHER = "other (timers, heartbeats, threads)"
+
+
+def find_py_spy() -> str | None:
+    given = os.environ.get("PY_SPY")
+    if given and Path(given).exists():
+        return given
+    return shutil.which("py-spy") or next(
+        (str(p) for p in (Path("/tmp/pyspy/bin/py-spy"),) if p.exists()), None
+    )
+
+
+async def drive(
+    server: Server, kind: str, seconds: float, pairs: int, hooks: tuple[Any, Any]
+) -> int:
+    """The relay benchmark's load for about ``seconds``: paced at 3000/s, then bursts.
+    ``hooks`` (start, stop) are called around the load, after the setup (logins, joins)."""
+    async with clients.session() as http:
+        family = await clients.Family.register(http, server.url)
+        calls = await family.calls(pairs)
+        load = clients.Load(await clients.broker_pairs(http, calls, server.ws_url), kind)
+        await asyncio.sleep(0.5)
+        hooks[0]()
+        delivered = 0
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            delivered += len((await load.paced(3000, 1.5)).got)
+            delivered += len((await load.burst(60)).got)
+        hooks[1]()
+        await load.stop()
+        await clients.close_pairs(load.pairs)
+        return delivered
+
+
+def summarize_collapsed(path: Path) -> dict[str, Any]:
+    """py-spy ``--format raw``: one ``frame;frame;... count`` line per distinct stack."""
+    own: Counter[str] = Counter()
+    where: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count_text)
+        total += n
+        frames = stack.split(";")
+        own[_short(frames[-1])] += n
+        where[_category(frames)] += n
+    return {
+        "samples": total,
+        "categories_pct": [(c, round(100 * n / total, 1)) for c, n in where.most_common()],
+        "self_top": [(f, round(100 * n / total, 1)) for f, n in own.most_common(25)],
+    }
+
+
+def _category(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        for category, needles in CATEGORIES.items():
+            if any(needle in frame for needle in needles):
+                return category
+    return OTHER
+
+
+def _short(frame: str) -> str:
+    """``func (path/to/file.py:123)`` -> ``func (file.py:123)``."""
+    name, _, where = frame.partition(" (")
+    return f"{name} ({where.rsplit('/site-packages/', 1)[-1]}"
+
+
+def summarize_pstats(path: Path) -> dict[str, Any]:
+    stats = pstats.Stats(str(path))
+    rows = []
+    entries: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    for (file, line, func), (_, calls, tottime, cumtime, _) in entries.items():
+        rows.append((f"{func} ({Path(file).name}:{line})", calls, tottime, cumtime))
+    total = sum(r[2] for r in rows) or 1.0
+    top_self = sorted(rows, key=lambda r: -r[2])[:25]
+    top_cum = sorted(rows, key=lambda r: -r[3])[:40]
+    return {
+        "total_s": round(total, 3),
+        "self_top": [(r[0], r[1], round(100 * r[2] / total, 1)) for r in top_self],
+        "cumulative_top": [(r[0], r[1], round(100 * r[3] / total, 1)) for r in top_cum],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kind", choices=("sdp", "candidate"), default="sdp")
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--pairs", type=int, default=50)
+    parser.add_argument("--cprofile", action="store_true", help="even when py-spy is there")
+    args = parser.parse_args(argv)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    py_spy = None if args.cprofile else find_py_spy()
+    if py_spy:
+        broker = start_broker("profiled")
+        out = RESULTS / f"profile-{args.kind}.collapsed.txt"
+        spies: list[subprocess.Popen[bytes]] = []
+
+        def start() -> None:
+            cmd = [py_spy, "record", "--pid", str(broker.pid), "--rate", "500"]
+            cmd += ["--format", "raw", "--output", str(out), "--nonblocking", "--threads"]
+            spies.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL))
+            time.sleep(0.5)
+
+        def stop() -> None:
+            for spy in spies:
+                spy.send_signal(signal.SIGINT)  # py-spy writes its output and exits
+                spy.wait(30)
+
+        try:
+            delivered = run_loop(drive(broker, args.kind, args.seconds, args.pairs, (start, stop)))
+        finally:
+            stop()
+            broker.stop()
+        summary = summarize_collapsed(out)
+        print(f"py-spy, {summary['samples']} samples, {delivered} messages relayed ({args.kind})")
+        print("where the on-CPU samples are (innermost matching step):")
+        for category, pct in summary["categories_pct"]:
+            print(f"  {pct:5.1f}%  {category}")
+    else:
+        port = free_port()
+        data = RESULTS / "data" / f"profiled-{port}"
+        data.mkdir(parents=True, exist_ok=True)
+        prof = RESULTS / f"profile-{args.kind}.pstats"
+        cmd = [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "broker", "serve"]
+        cmd += ["--port", str(port), "--data-dir", str(data), "--join-before-minutes", "1440"]
+        broker = spawn("profiled", cmd, port)
+        broker.scratch = data
+        try:
+            hooks = (lambda: None, lambda: None)  # cProfile sees the setup too
+            delivered = run_loop(drive(broker, args.kind, args.seconds, args.pairs, hooks))
+        finally:
+            broker.stop()
+        summary = summarize_pstats(prof)
+        print(f"cProfile, {delivered} messages relayed ({args.kind}); cumulative top:")
+        for name, calls, pct in summary["cumulative_top"]:
+            print(f"  {pct:5.1f}%  {calls:>9}  {name}")
+    print("most samples of their own:")
+    for row in summary["self_top"]:
+        print(f"  {row[-1]:5.1f}%  {row[0]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,225 @@
+"""Relay cost: messages through (a) the bare relay and (b) one broker node, side by side.
+
+For each message size (the ~4 KB aiortc SDP offer in ``bench/data/offer.sdp``, a ~200 B ICE
+candidate), ``--pairs`` pairs of sockets on each server send to each other, both directions:
+
+* *paced*: ``--rate`` messages/s for ``--seconds`` (open loop, spread over all sockets, each
+  under the broker's 50 msg/s per-socket limit): server CPU per relayed message at a moderate
+  load, and one-way latency p50/p99;
+* *burst*: every socket writes ``--burst`` messages at once (within the broker's per-socket
+  burst allowance of 200): throughput, and CPU per message when the server is saturated.
+
+The two servers take turns, ``--rounds`` times (the machine is shared, so each figure is the
+median of the rounds). Server CPU is the server process's own user + system time from
+``/proc/<pid>/stat`` (all its threads) over the phase, divided by the messages delivered. The
+broker is ``python -m broker serve`` with every default: validation, rate limits, seq + replay
+buffer, bounded send queues, INFO logging.
+
+    python -m bench.relay [--pairs 50 --rate 3000 --seconds 2 --burst 100 --rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from typing import Any
+
+from bench import clients
+from bench.common import (
+    Server,
+    latency_summary,
+    ratio,
+    run_loop,
+    running,
+    start_bare_relay,
+    start_broker,
+    table,
+    verdict,
+    write_results,
+)
+
+TARGET_RATIO = 0.75  # broker CPU per message at most 0.75x the bare relay's
+SERVERS = ("bare", "broker")
+
+
+async def paced(server: Server, load: clients.Load, rate: float, seconds: float) -> dict[str, Any]:
+    c0, t0, me0 = server.cpu(), time.perf_counter(), time.process_time()
+    rx = await load.paced(rate, seconds)
+    cpu, wall, mine = server.cpu() - c0, time.perf_counter() - t0, time.process_time() - me0
+    got = len(rx.got)
+    return {
+        "sent": len(load.sent_ns),
+        "delivered": got,
+        "errors": len(rx.errors),
+        "first_error": rx.errors[0] if rx.errors else None,
+        "payload_check": clients.check_sample(rx, load.kind, server.name == "bare") or "ok",
+        "server_cpu_s": round(cpu, 3),
+        "cpu_us_per_msg": round(cpu / got * 1e6, 1) if got else None,
+        "server_cpu_util": round(cpu / wall, 3),
+        "client_cpu_util": round(mine / wall, 3),
+        "latency": latency_summary(load.latencies_ns()),
+    }
+
+
+async def burst(server: Server, load: clients.Load, per_socket: int) -> dict[str, Any]:
+    c0, me0 = server.cpu(), time.process_time()
+    rx = await load.burst(per_socket)
+    cpu, mine = server.cpu() - c0, time.process_time() - me0
+    got, span = len(rx.got), load.span_s()
+    return {
+        "sent": len(load.sent_ns),
+        "delivered": got,
+        "errors": len(rx.errors),
+        "first_error": rx.errors[0] if rx.errors else None,
+        "span_s": round(span, 3),
+        "msgs_per_s": round(got / span) if got else 0,
+        "server_cpu_s": round(cpu, 3),
+        "cpu_us_per_msg": round(cpu / got * 1e6, 1) if got else None,
+        "server_cpu_util": round(cpu / span, 3) if got else None,
+        "client_cpu_util": round(mine / span, 3) if got else None,
+    }
+
+
+def median_of(rounds: list[dict[str, Any]], *path: str) -> float:
+    values = []
+    for r in rounds:
+        v: Any = r
+        for key in path:
+            v = v[key]
+        if v is not None:
+            values.append(v)
+    return round(statistics.median(values), 3) if values else float("nan")
+
+
+async def one_size(
+    http: Any, kind: str, servers: dict[str, Server], calls: list[clients.Call], args: Any
+) -> dict[str, Any]:
+    loads = {
+        "bare": clients.Load(
+            await clients.bare_pairs(http, servers["bare"].ws_url, args.pairs, kind), kind
+        ),
+        "broker": clients.Load(
+            await clients.broker_pairs(http, calls, servers["broker"].ws_url), kind
+        ),
+    }
+    await asyncio.sleep(0.5)  # the joins' own traffic settles
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in SERVERS}
+    for _ in range(args.rounds):
+        for name in SERVERS:
+            rounds[name].append(
+                {"paced": await paced(servers[name], loads[name], args.rate, args.seconds)}
+            )
+        for name in SERVERS:
+            rounds[name][-1]["burst"] = await burst(servers[name], loads[name], args.burst)
+        await asyncio.sleep(args.refill)  # the broker's per-socket token buckets fill up again
+    for load in loads.values():
+        await load.stop()
+        await clients.close_pairs(load.pairs)
+    sample = clients.Template.of(kind, "peer-0123456789abcdef").frame(123456)
+    row: dict[str, Any] = {"client_frame_bytes": len(sample.encode()), "rounds": rounds}
+    for name in SERVERS:
+        rs = rounds[name]
+        row[name] = {
+            "paced_cpu_us_per_msg": median_of(rs, "paced", "cpu_us_per_msg"),
+            "paced_p50_ms": median_of(rs, "paced", "latency", "p50_ms"),
+            "paced_p99_ms": median_of(rs, "paced", "latency", "p99_ms"),
+            "paced_delivered": sum(r["paced"]["delivered"] for r in rs),
+            "paced_sent": sum(r["paced"]["sent"] for r in rs),
+            "burst_cpu_us_per_msg": median_of(rs, "burst", "cpu_us_per_msg"),
+            "burst_msgs_per_s": median_of(rs, "burst", "msgs_per_s"),
+            "burst_server_cpu_util": median_of(rs, "burst", "server_cpu_util"),
+            "burst_delivered": sum(r["burst"]["delivered"] for r in rs),
+            "burst_sent": sum(r["burst"]["sent"] for r in rs),
+            "errors": sum(r[m]["errors"] for r in rs for m in ("paced", "burst")),
+            "payload_check": rs[0]["paced"]["payload_check"],
+        }
+    b, k = row["bare"], row["broker"]
+    row["paced_cpu_ratio"] = ratio(k["paced_cpu_us_per_msg"], b["paced_cpu_us_per_msg"])
+    row["burst_cpu_ratio"] = ratio(k["burst_cpu_us_per_msg"], b["burst_cpu_us_per_msg"])
+    row["burst_throughput_ratio"] = ratio(k["burst_msgs_per_s"], b["burst_msgs_per_s"])
+    row["target_met"] = max(row["paced_cpu_ratio"], row["burst_cpu_ratio"]) <= TARGET_RATIO
+    return row
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    servers = {"bare": start_bare_relay("bare"), "broker": start_broker("broker")}
+    results: dict[str, Any] = {"params": vars(args), "sizes": {}}
+    with running(*servers.values()):
+        async with clients.session() as http:
+            family = await clients.Family.register(http, servers["broker"].url)
+            calls = await family.calls(args.pairs * len(args.sizes))
+            for i, kind in enumerate(args.sizes):
+                mine = calls[i * args.pairs : (i + 1) * args.pairs]
+                results["sizes"][kind] = await one_size(http, kind, servers, mine, args)
+    return results
+
+
+def report(results: dict[str, Any]) -> str:
+    rows: list[tuple[Any, ...]] = []
+    for kind, row in results["sizes"].items():
+        for name in SERVERS:
+            r = row[name]
+            rows.append(
+                (
+                    f"{kind} ({row['client_frame_bytes']} B)",
+                    name,
+                    r["paced_cpu_us_per_msg"],
+                    r["paced_p50_ms"],
+                    r["paced_p99_ms"],
+                    r["burst_cpu_us_per_msg"],
+                    r["burst_msgs_per_s"],
+                    f"{r['paced_delivered'] + r['burst_delivered']}"
+                    f"/{r['paced_sent'] + r['burst_sent']}",
+                )
+            )
+        rows.append(
+            (
+                "",
+                "broker/bare",
+                row["paced_cpu_ratio"],
+                "",
+                "",
+                row["burst_cpu_ratio"],
+                row["burst_throughput_ratio"],
+                f"CPU target <= {TARGET_RATIO}: {verdict(row['target_met'])}",
+            )
+        )
+    p = results["params"]
+    headers = (
+        "message",
+        "server",
+        f"CPU us/msg @{p['rate']:.0f}/s",
+        "p50 ms",
+        "p99 ms",
+        "CPU us/msg burst",
+        "burst msg/s",
+        "delivered",
+    )
+    title = f"relay: medians of {p['rounds']} rounds, {p['pairs']} pairs per server"
+    return table(title, headers, rows)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=50)
+    parser.add_argument("--rate", type=float, default=3000.0, help="paced messages per second")
+    parser.add_argument("--seconds", type=float, default=2.0, help="paced phase length")
+    parser.add_argument("--burst", type=int, default=100, help="messages per socket, <= 200")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--refill", type=float, default=1.0, help="pause between rounds")
+    parser.add_argument("--sizes", nargs="+", default=["sdp", "candidate"])
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    results = run_loop(run(args))
+    print(report(results))
+    print(f"results: {write_results('relay', results)}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
