@@ -25,7 +25,7 @@ help:
 	@echo "make run      run the broker with demo accounts on http://127.0.0.1:8080 (ARGS=... for more flags)"
 	@echo "make test     install what the tests need, then ruff, mypy and pytest (PYTEST_ARGS=...)"
 	@echo "make lint     ruff check, ruff format --check and mypy only"
-	@echo "make bench    run the benchmarks in bench/, if there are any"
+	@echo "make bench    list the benchmarks in bench/; BENCH=NAME runs python -m bench.NAME"
 	@echo "make clean    remove caches and build output (keeps .venv and data/)"
 	@echo "make distclean  also remove .venv"
 
@@ -67,11 +67,21 @@ pytest: install-test
 
 test: system-deps lint pytest
 
-bench: install
-	@if [ -f bench/__main__.py ]; then \
+# `make bench` runs `python -m bench` when bench/ has a __main__.py; `make bench BENCH=relay`
+# runs `python -m bench.relay $(ARGS)`; otherwise it lists what there is.
+BENCH ?=
+bench: install-test
+	@if [ -n "$(BENCH)" ]; then \
+		echo "$(BIN)/python -m bench.$(BENCH) $(ARGS)"; \
+		$(BIN)/python -m bench.$(BENCH) $(ARGS); \
+	elif [ -f bench/__main__.py ]; then \
+		echo "$(BIN)/python -m bench $(ARGS)"; \
 		$(BIN)/python -m bench $(ARGS); \
 	else \
-		echo "bench/: no benchmarks yet (nothing to run)"; \
+		found=$$(grep -l '__name__ == "__main__"' bench/*.py 2>/dev/null | xargs -rn1 basename | sed 's/\.py$$//'); \
+		if [ -z "$$found" ]; then echo "bench/: no benchmarks yet"; \
+		else echo "Benchmarks in bench/ (run one with make bench BENCH=NAME ARGS=...):"; \
+			for name in $$found; do echo "  $$name"; done; fi; \
 	fi
 
 clean:
