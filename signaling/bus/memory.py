@@ -1,0 +1,231 @@
+"""``MemoryBus``: the ``Bus`` protocol inside one process, for a single signaling node.
+
+Per peer: a ``seq`` counter, the last ``REPLAY_LIMIT`` stamped frames and the time of the last
+send. A claimed peer gets each frame through ``deliver`` while ``send`` awaits; deliveries to one
+peer are serialized by a per-peer lock taken in ``seq`` order, so they never interleave or
+reorder even when ``deliver`` suspends. A peer nobody has claimed is forgotten ``peer_ttl``
+seconds after its last send, like the keys of ``RedisBus``; a claimed peer is kept.
+
+Rooms are dicts, room locks are one ``asyncio.Lock`` per session, dropped when nobody holds or
+waits for it. This node is the only node: ``live_nodes`` is always ``{node_id}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from signaling import protocol
+from signaling.bus.base import REPLAY_LIMIT, Deliver, PeerRecord
+
+if TYPE_CHECKING:
+    from signaling.bus.base import Bus
+
+__all__ = ["PEER_TTL", "MemoryBus"]
+
+log = logging.getLogger(__name__)
+
+PEER_TTL = 3600.0  # seconds an unclaimed peer is kept after its last send
+
+
+def check_frame(frame: bytes) -> None:
+    """``frame`` must be a compact, non-empty JSON object (``seq`` is spliced in after ``{``)."""
+    if not frame.startswith(b'{"'):
+        raise ValueError('a frame must be a compact, non-empty JSON object (starting with {")')
+
+
+def kept_after(seq: int, kept: list[tuple[int, bytes]], after_seq: int) -> list[bytes] | None:
+    """The replay answer: frames after ``after_seq``, or None when some of them are gone.
+
+    ``seq`` is the last seq handed out and ``kept`` the (seq, frame) pairs still buffered.
+    A client that asks for more than was ever handed out saw a counter that was reset since.
+    """
+    if after_seq > seq:
+        return None
+    if after_seq < seq and (not kept or kept[0][0] > after_seq + 1):
+        return None
+    return [frame for n, frame in kept if n > after_seq]
+
+
+@dataclass(slots=True)
+class _Peer:
+    touched: float
+    seq: int = 0
+    frames: deque[tuple[int, bytes]] = field(default_factory=lambda: deque(maxlen=REPLAY_LIMIT))
+    delivering: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass(slots=True)
+class _RoomLock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0  # holders and waiters
+
+
+class MemoryBus:
+    """All signaling state of one node, in memory."""
+
+    def __init__(
+        self,
+        node_id: str | None = None,
+        *,
+        peer_ttl: float = PEER_TTL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._node_id = node_id or f"node-{uuid.uuid4().hex[:12]}"
+        self._peer_ttl = peer_ttl
+        self._clock = clock
+        self._deliver: Deliver | None = None
+        self._peers: dict[str, _Peer] = {}
+        self._claims: set[str] = set()
+        self._rooms: dict[str, dict[str, PeerRecord]] = {}
+        self._room_locks: dict[str, _RoomLock] = {}
+        self._idle: dict[str, set[str]] = {}
+
+    @property
+    def node_id(self) -> str:
+        return self._node_id
+
+    async def start(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+
+    async def close(self) -> None:
+        self._deliver = None
+
+    async def ping(self) -> None:
+        return None
+
+    # frames
+
+    def _peer(self, peer_id: str) -> _Peer | None:
+        """The peer's state, unless it expired (unclaimed and silent for ``peer_ttl``)."""
+        peer = self._peers.get(peer_id)
+        if peer is not None and self._expired(peer_id, peer, self._clock()):
+            del self._peers[peer_id]
+            return None
+        return peer
+
+    def _expired(self, peer_id: str, peer: _Peer, now: float) -> bool:
+        return peer_id not in self._claims and now - peer.touched > self._peer_ttl
+
+    async def send(self, peer_id: str, frame: bytes) -> int:
+        check_frame(frame)
+        now = self._clock()
+        peer = self._peer(peer_id)
+        if peer is None:
+            peer = self._peers[peer_id] = _Peer(touched=now)
+        peer.seq += 1
+        seq = peer.seq
+        stamped = protocol.stamp_seq(frame, seq)
+        peer.frames.append((seq, stamped))
+        peer.touched = now
+        if peer_id in self._claims and self._deliver is not None:
+            # Taken in seq order without suspending first (a free lock is acquired at once and
+            # waiters are woken first in, first out), so deliveries keep seq order.
+            async with peer.delivering:
+                deliver = self._deliver
+                if peer_id in self._claims and deliver is not None:
+                    await _call(deliver, peer_id, seq, stamped)
+        return seq
+
+    async def claim(self, peer_id: str) -> None:
+        self._claims.add(peer_id)
+
+    async def release(self, peer_id: str) -> None:
+        self._claims.discard(peer_id)
+        peer = self._peers.get(peer_id)
+        if peer is not None:
+            peer.touched = self._clock()  # unclaimed from now on: the TTL starts here
+
+    async def replay(self, peer_id: str, after_seq: int) -> list[bytes] | None:
+        peer = self._peer(peer_id)
+        if peer is None:
+            return kept_after(0, [], after_seq)
+        return kept_after(peer.seq, list(peer.frames), after_seq)
+
+    async def forget(self, peer_id: str) -> None:
+        self._claims.discard(peer_id)
+        self._peers.pop(peer_id, None)
+
+    # rooms
+
+    def room_lock(self, session_id: str) -> AbstractAsyncContextManager[None]:
+        return self._room_lock(session_id)
+
+    @asynccontextmanager
+    async def _room_lock(self, session_id: str) -> AsyncIterator[None]:
+        entry = self._room_locks.get(session_id)
+        if entry is None:
+            entry = self._room_locks[session_id] = _RoomLock()
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0 and self._room_locks.get(session_id) is entry:
+                del self._room_locks[session_id]
+
+    async def room_peers(self, session_id: str) -> list[PeerRecord]:
+        room = self._rooms.get(session_id, {})
+        return sorted(room.values(), key=lambda r: (r.since, r.peer_id))
+
+    async def put_peer(self, record: PeerRecord) -> None:
+        self._rooms.setdefault(record.session_id, {})[record.peer_id] = record
+
+    async def get_peer(self, session_id: str, peer_id: str) -> PeerRecord | None:
+        return self._rooms.get(session_id, {}).get(peer_id)
+
+    async def remove_peer(self, session_id: str, peer_id: str) -> None:
+        room = self._rooms.get(session_id)
+        if room is not None:
+            room.pop(peer_id, None)
+            if not room:
+                del self._rooms[session_id]
+
+    # ringing
+
+    async def add_idle(self, user_id: str, peer_id: str) -> None:
+        self._idle.setdefault(user_id, set()).add(peer_id)
+
+    async def remove_idle(self, user_id: str, peer_id: str) -> None:
+        peers = self._idle.get(user_id)
+        if peers is not None:
+            peers.discard(peer_id)
+            if not peers:
+                del self._idle[user_id]
+
+    async def idle_peers(self, user_id: str) -> list[str]:
+        return sorted(self._idle.get(user_id, ()))
+
+    # liveness
+
+    async def heartbeat(self, ttl_seconds: float) -> None:
+        """The only node is alive while it runs; this also drops expired peers."""
+        now = self._clock()
+        for peer_id, peer in list(self._peers.items()):
+            if self._expired(peer_id, peer, now):
+                del self._peers[peer_id]
+
+    async def live_nodes(self) -> set[str]:
+        return {self._node_id}
+
+
+async def _call(deliver: Deliver, peer_id: str, seq: int, frame: bytes) -> None:
+    """A failing ``deliver`` is the receiver's problem, never the sender's: log and go on."""
+    try:
+        await deliver(peer_id, seq, frame)
+    except Exception:
+        log.exception("deliver failed for peer %s seq %d", peer_id, seq)
+
+
+if TYPE_CHECKING:
+
+    def _conforms(bus: MemoryBus) -> Bus:  # mypy checks the protocol here
+        return bus
