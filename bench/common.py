@@ -67,6 +67,57 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
 
 
+def machine_busy_seconds() -> float:
+    """CPU time spent by everything on the machine (all CPUs), from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def wait_for_quiet(max_wait: float = 15.0, threshold: float = 0.3) -> float:
+    """Wait (at most ``max_wait`` s) until the rest of the machine uses under ``threshold``
+    CPUs over half a second; returns what it used at the last look."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        m0, t0 = machine_busy_seconds(), time.perf_counter()
+        time.sleep(0.5)
+        used = (machine_busy_seconds() - m0) / (time.perf_counter() - t0)
+        if used < threshold or time.monotonic() > deadline:
+            return round(used, 2)
+
+
+async def quiet(max_wait: float = 15.0) -> float:
+    """``wait_for_quiet`` without blocking the event loop (sockets keep answering pings)."""
+    return await asyncio.to_thread(wait_for_quiet, max_wait)
+
+
+class Busy:
+    """Who used the CPUs during a phase: the watched servers, this client, everyone else.
+
+    The machine is shared (other people's tests run on it), so every phase reports how many
+    CPUs the rest of the machine used meanwhile: its figures are only as clean as that."""
+
+    def __init__(self, servers: Sequence[Server]) -> None:
+        self.servers = list(servers)
+        self.t0 = time.perf_counter()
+        self.me0 = time.process_time()
+        self.machine0 = machine_busy_seconds()
+        self.cpu0 = [s.cpu() for s in self.servers]
+
+    def done(self) -> dict[str, Any]:
+        wall = time.perf_counter() - self.t0
+        cpu = {s.name: s.cpu() - c for s, c in zip(self.servers, self.cpu0, strict=True)}
+        mine = time.process_time() - self.me0
+        machine = machine_busy_seconds() - self.machine0
+        return {
+            "wall_s": round(wall, 3),
+            "cpu_s": {k: round(v, 3) for k, v in cpu.items()},
+            "client_cpu_s": round(mine, 3),
+            "other_cpus": round(max(0.0, machine - mine - sum(cpu.values())) / wall, 2),
+        }
+
+
 def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * PAGE

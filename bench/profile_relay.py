@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from bench import clients
-from bench.common import RESULTS, Server, free_port, run_loop, spawn, start_broker
+from bench.common import (
+    RESULTS,
+    Server,
+    free_port,
+    run_loop,
+    spawn,
+    start_broker,
+    start_redis,
+)
 
 # Where a sample's time goes: the first category matching a frame, walking from the innermost
 # frame outwards (so a socket write inside the writer task counts as "socket write").
@@ -33,6 +41,8 @@ CATEGORIES = {
     "candidate syntax check": ("check_candidate (",),
     "protocol.parse: str->bytes, msgspec decode + validation": ("parse (signaling/protocol",),
     "socket write syscall (transport.write)": ("Transport.write (", "UVStream.write"),
+    "redis-py client (commands, pool, replies, pubsub)": ("(redis/",),
+    "RedisBus (scripts, peer records, channel reader)": ("(signaling/bus/redis.py",),
     "aiohttp frame writer (send_str, send_frame)": ("send_str (aiohttp", "send_frame (aiohttp"),
     "writer task (queue get, bytes->str, closing_code)": (
         "Connection._write",
@@ -72,6 +82,18 @@ CATEGORIES = {
     ),
 }
 OTHER = "other (timers, heartbeats, threads)"
+# Inclusive shares: samples with one of these functions anywhere on the stack.
+THROUGH = (
+    "SignalingHandler._read (",
+    "parse (signaling/protocol.py",
+    "check_sdp (",
+    "Rooms.relay (",
+    "MemoryBus.send (",
+    "RedisBus.send (",
+    "RedisBus.get_peer (",
+    "RedisBus._read (",
+    "Connection._write (",
+)
 
 
 def find_py_spy() -> str | None:
@@ -84,21 +106,25 @@ def find_py_spy() -> str | None:
 
 
 async def drive(
-    server: Server, kind: str, seconds: float, pairs: int, hooks: tuple[Any, Any]
+    servers: tuple[Server, Server], args: argparse.Namespace, hooks: tuple[Any, Any]
 ) -> int:
-    """The relay benchmark's load for about ``seconds``: paced at 3000/s, then bursts.
-    ``hooks`` (start, stop) are called around the load, after the setup (logins, joins)."""
+    """The relay benchmark's load for about ``seconds``: paced, then a burst, repeatedly;
+    hosts on ``servers[0]``, guests on ``servers[1]``. ``hooks`` (start, stop) are called
+    around the load, after the setup (logins, joins)."""
+    host, guest = servers
     async with clients.session() as http:
-        family = await clients.Family.register(http, server.url)
-        calls = await family.calls(pairs)
-        load = clients.Load(await clients.broker_pairs(http, calls, server.ws_url), kind)
+        family = await clients.Family.register(http, host.url)
+        calls = await family.calls(args.pairs)
+        pairs = await clients.broker_pairs(http, calls, host.ws_url, guest.ws_url)
+        load = clients.Load(pairs, args.kind)
         await asyncio.sleep(0.5)
         hooks[0]()
         delivered = 0
-        end = time.monotonic() + seconds
+        end = time.monotonic() + args.seconds
         while time.monotonic() < end:
-            delivered += len((await load.paced(3000, 1.5)).got)
-            delivered += len((await load.burst(60)).got)
+            delivered += len((await load.paced(args.rate, 1.5)).got)
+            if args.burst:
+                delivered += len((await load.burst(args.burst)).got)
         hooks[1]()
         await load.stop()
         await clients.close_pairs(load.pairs)
@@ -109,6 +135,7 @@ def summarize_collapsed(path: Path) -> dict[str, Any]:
     """py-spy ``--format raw``: one ``frame;frame;... count`` line per distinct stack."""
     own: Counter[str] = Counter()
     where: Counter[str] = Counter()
+    through: Counter[str] = Counter()
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -119,8 +146,12 @@ def summarize_collapsed(path: Path) -> dict[str, Any]:
         frames = stack.split(";")
         own[_short(frames[-1])] += n
         where[_category(frames)] += n
+        for name in THROUGH:
+            if any(name in f for f in frames):
+                through[name] += n
     return {
         "samples": total,
+        "through_pct": [(f, round(100 * through[f] / total, 1)) for f in THROUGH if through[f]],
         "categories_pct": [(c, round(100 * n / total, 1)) for c, n in where.most_common()],
         "self_top": [(f, round(100 * n / total, 1)) for f, n in own.most_common(25)],
     }
@@ -161,36 +192,58 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kind", choices=("sdp", "candidate"), default="sdp")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--pairs", type=int, default=50)
+    parser.add_argument("--rate", type=float, default=3000.0)
+    parser.add_argument("--burst", type=int, default=60, help="0: paced only")
+    parser.add_argument(
+        "--two-nodes", action="store_true", help="two nodes on Redis; node A is sampled"
+    )
     parser.add_argument("--cprofile", action="store_true", help="even when py-spy is there")
     args = parser.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     py_spy = None if args.cprofile else find_py_spy()
     if py_spy:
-        broker = start_broker("profiled")
-        out = RESULTS / f"profile-{args.kind}.collapsed.txt"
+        label = f"{args.kind}{'-two-nodes' if args.two_nodes else ''}"
+        out = RESULTS / f"profile-{label}.collapsed.txt"
+        started: list[Server] = []
         spies: list[subprocess.Popen[bytes]] = []
-
-        def start() -> None:
-            cmd = [py_spy, "record", "--pid", str(broker.pid), "--rate", "500"]
-            cmd += ["--format", "raw", "--output", str(out), "--nonblocking", "--threads"]
-            spies.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL))
-            time.sleep(0.5)
-
-        def stop() -> None:
-            for spy in spies:
-                spy.send_signal(signal.SIGINT)  # py-spy writes its output and exits
-                spy.wait(30)
-
         try:
-            delivered = run_loop(drive(broker, args.kind, args.seconds, args.pairs, (start, stop)))
+            if args.two_nodes:
+                redis = start_redis()
+                started.append(redis)
+                url = f"redis://127.0.0.1:{redis.port}/0"
+                started += [start_broker("node-a", url), start_broker("node-b", url)]
+                servers = (started[1], started[2])
+            else:
+                started.append(start_broker("profiled"))
+                servers = (started[0], started[0])
+
+            def start() -> None:
+                cmd = [py_spy, "record", "--pid", str(servers[0].pid), "--rate", "500"]
+                cmd += ["--format", "raw", "--output", str(out), "--nonblocking", "--threads"]
+                spies.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL))
+                time.sleep(0.5)
+
+            def stop() -> None:
+                while spies:
+                    spy = spies.pop()
+                    spy.send_signal(signal.SIGINT)  # py-spy writes its output and exits
+                    spy.wait(30)
+
+            try:
+                delivered = run_loop(drive(servers, args, (start, stop)))
+            finally:
+                stop()
         finally:
-            stop()
-            broker.stop()
+            for server in reversed(started):
+                server.stop()
         summary = summarize_collapsed(out)
-        print(f"py-spy, {summary['samples']} samples, {delivered} messages relayed ({args.kind})")
+        print(f"py-spy, {summary['samples']} samples, {delivered} messages relayed ({label})")
         print("where the on-CPU samples are (innermost matching step):")
         for category, pct in summary["categories_pct"]:
             print(f"  {pct:5.1f}%  {category}")
+        print("samples with this function on the stack:")
+        for name, pct in summary["through_pct"]:
+            print(f"  {pct:5.1f}%  {name.rstrip(' (')}")
     else:
         port = free_port()
         data = RESULTS / "data" / f"profiled-{port}"
@@ -202,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
         broker.scratch = data
         try:
             hooks = (lambda: None, lambda: None)  # cProfile sees the setup too
-            delivered = run_loop(drive(broker, args.kind, args.seconds, args.pairs, hooks))
+            delivered = run_loop(drive((broker, broker), args, hooks))
         finally:
             broker.stop()
         summary = summarize_pstats(prof)

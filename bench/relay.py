@@ -23,13 +23,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import time
 from typing import Any
 
 from bench import clients
 from bench.common import (
+    Busy,
     Server,
     latency_summary,
+    quiet,
     ratio,
     run_loop,
     running,
@@ -45,29 +46,30 @@ SERVERS = ("bare", "broker")
 
 
 async def paced(server: Server, load: clients.Load, rate: float, seconds: float) -> dict[str, Any]:
-    c0, t0, me0 = server.cpu(), time.perf_counter(), time.process_time()
+    busy = Busy([server])
     rx = await load.paced(rate, seconds)
-    cpu, wall, mine = server.cpu() - c0, time.perf_counter() - t0, time.process_time() - me0
-    got = len(rx.got)
+    used = busy.done()
+    cpu, wall, got = used["cpu_s"][server.name], used["wall_s"], len(rx.got)
     return {
         "sent": len(load.sent_ns),
         "delivered": got,
         "errors": len(rx.errors),
         "first_error": rx.errors[0] if rx.errors else None,
         "payload_check": clients.check_sample(rx, load.kind, server.name == "bare") or "ok",
-        "server_cpu_s": round(cpu, 3),
+        "server_cpu_s": cpu,
         "cpu_us_per_msg": round(cpu / got * 1e6, 1) if got else None,
         "server_cpu_util": round(cpu / wall, 3),
-        "client_cpu_util": round(mine / wall, 3),
+        "client_cpu_util": round(used["client_cpu_s"] / wall, 3),
+        "other_cpus": used["other_cpus"],
         "latency": latency_summary(load.latencies_ns()),
     }
 
 
 async def burst(server: Server, load: clients.Load, per_socket: int) -> dict[str, Any]:
-    c0, me0 = server.cpu(), time.process_time()
+    busy = Busy([server])
     rx = await load.burst(per_socket)
-    cpu, mine = server.cpu() - c0, time.process_time() - me0
-    got, span = len(rx.got), load.span_s()
+    used = busy.done()
+    cpu, got, span = used["cpu_s"][server.name], len(rx.got), load.span_s()
     return {
         "sent": len(load.sent_ns),
         "delivered": got,
@@ -75,10 +77,11 @@ async def burst(server: Server, load: clients.Load, per_socket: int) -> dict[str
         "first_error": rx.errors[0] if rx.errors else None,
         "span_s": round(span, 3),
         "msgs_per_s": round(got / span) if got else 0,
-        "server_cpu_s": round(cpu, 3),
+        "server_cpu_s": cpu,
         "cpu_us_per_msg": round(cpu / got * 1e6, 1) if got else None,
         "server_cpu_util": round(cpu / span, 3) if got else None,
-        "client_cpu_util": round(mine / span, 3) if got else None,
+        "client_cpu_util": round(used["client_cpu_s"] / span, 3) if got else None,
+        "other_cpus": used["other_cpus"],
     }
 
 
@@ -107,6 +110,7 @@ async def one_size(
     await asyncio.sleep(0.5)  # the joins' own traffic settles
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in SERVERS}
     for _ in range(args.rounds):
+        await quiet()
         for name in SERVERS:
             rounds[name].append(
                 {"paced": await paced(servers[name], loads[name], args.rate, args.seconds)}
@@ -133,6 +137,7 @@ async def one_size(
             "burst_delivered": sum(r["burst"]["delivered"] for r in rs),
             "burst_sent": sum(r["burst"]["sent"] for r in rs),
             "errors": sum(r[m]["errors"] for r in rs for m in ("paced", "burst")),
+            "other_cpus_max": max(r[m]["other_cpus"] for r in rs for m in ("paced", "burst")),
             "payload_check": rs[0]["paced"]["payload_check"],
         }
     b, k = row["bare"], row["broker"]
