@@ -1,56 +1,582 @@
-// The call screen. For now a placeholder: it shows that the join grant arrived and at which
-// quality the call will run. The signaling client replaces the body of startCall.
+// The call screen: waiting room, video tiles, host controls, chat, and the end of the call.
+//
+// startCall(grant) joins with a join grant (POST /sessions/{id}/join or /invites/redeem).
+// A TV that answers a ring hands over its already open idle socket instead
+// (options.signaling + options.accept). Signaling: signaling.js; WebRTC: peer.js.
 
-import { formatTime, h, mount, qualityDetail, qualityName } from "./ui.js";
+import { ChatPanel, ROLE_NAMES, Tile, WaitingList } from "./callparts.js";
+import { applyQuality, openMedia, stopMedia } from "./media.js";
+import { PeerLink } from "./peer.js";
+import { Signaling } from "./signaling.js";
+import { h, mount, qualityName } from "./ui.js";
 
-const ROLE_NAMES = {
-  host: "the host",
-  patient: "the patient",
-  family: "a family member",
-  interpreter: "an interpreter",
-  guest: "a guest",
+const LINK_TYPES = new Set(["joined", "peer-joined", "offer", "answer", "candidate"]);
+const DEFAULT_QUALITY = { name: "hd", width: 1280, height: 720, frame_rate: 30, max_kbps: 2500 };
+const JOIN_ERRORS = {
+  outside_join_window: "This call cannot be joined right now.",
+  session_full: "This call is full.",
+  session_ended: "This call is over.",
+  no_call: "This call is no longer there.",
 };
 
 /**
- * Start the call for a join grant (the answer of POST /sessions/{id}/join or
- * /invites/redeem). `container` defaults to the page's #call element. Returns the panel.
- *
- * The grant's join_token is handed on to signaling as it is; it is never shown or logged.
+ * Start the call. container: the page's #call element. options: signaling (an open idle
+ * Signaling) with accept (the session id to accept on it); api (a logged-in Session: names,
+ * new join tokens); session (the session from the REST list: title, participants, quality);
+ * onFinish() (the call is over for us), onClose() (the person pressed "Back"). Returns the Call.
  */
-export function startCall(grant, container = document.getElementById("call")) {
-  // call UI: see signaling issue. Connect to grant.signaling_url with grant.join_token
-  // (hello), use grant.ice_servers, and cap the bitrate at grant.quality.max_kbps.
-  const closes = new Date(grant.join_closes_at);
-  const panel = h(
-    "section",
-    { class: "call-panel", "aria-labelledby": "call-heading", tabindex: "-1" },
-    h("h2", { id: "call-heading" }, "Ready: signaling connects here"),
-    h(
-      "p",
-      { class: "call-quality" },
-      h("span", { class: "badge badge-quality" }, qualityName(grant.quality)),
-      " ",
-      qualityDetail(grant.quality),
-    ),
-    h(
-      "p",
-      {},
-      `You join as ${ROLE_NAMES[grant.role] || grant.role}. You can join until `,
-      h("time", { datetime: grant.join_closes_at }, formatTime(closes)),
-      ".",
-    ),
-    h("p", { class: "hint" }, "The video call itself is being built; this is where it will start."),
-  );
-  if (container) {
-    const leave = h("button", { type: "button", class: "button" }, "Close");
-    leave.addEventListener("click", () => {
-      container.hidden = true;
-      container.replaceChildren();
-    });
-    panel.append(h("div", { class: "actions" }, leave));
-    mount(container, panel);
-    container.hidden = false;
-    panel.focus();
+export function startCall(grant, container = document.getElementById("call"), options = {}) {
+  const call = new Call(grant, container, options);
+  call.start();
+  return call;
+}
+
+class Call {
+  constructor(grant, container, options) {
+    this.grant = grant || {};
+    this.container = container;
+    this.options = options;
+    this.session = options.session || null;
+    this.sessionId = this.grant.session_id || options.accept || this.session?.id;
+    this.quality = this.grant.quality || this.session?.quality || DEFAULT_QUALITY;
+    this.role = this.grant.role || null;
+    this.selfId = null;
+    this.phase = "connecting"; // connecting, waiting, in-call, ended
+    this.peers = new Map(); // peer_id -> {info, link, tile}
+    this.people = new Map((this.session?.participants || []).map((p) => [p.user_id, p]));
+    this.micOn = true;
+    this.cameraOn = true;
+    this.unsubscribe = [];
+    this._chain = Promise.resolve();
+    this._build();
   }
-  return panel;
+
+  // the screen
+
+  _build() {
+    const tv = document.body.classList.contains("tv");
+    this.status = h("p", { class: "call-status", role: "status" }, "Connecting…");
+    this.banner = h("p", { class: "call-banner notice", role: "alert", hidden: true });
+    this.heading = h("h2", { id: "call-heading", tabindex: "-1" }, this.session?.title || "Your call");
+    this.waitCard = h("div", { class: "wait-card", hidden: true });
+    this.emptyStage = h("p", { class: "stage-empty", hidden: true });
+    this.tiles = h("div", { class: "tiles" });
+    this.local = new Tile("You", { local: true });
+    this.waitingList = new WaitingList({
+      nameOf: (peer) => this.nameOf(peer),
+      onAdmit: (peer) => this.send({ type: "admit", peer: peer.peer_id }),
+      onDeny: (peer) => this.send({ type: "deny", peer: peer.peer_id }),
+    });
+    this.waitingList.node.hidden = true;
+    this.chat = new ChatPanel({ onSend: (text) => this.send({ type: "chat", text }) });
+    this.chat.setEnabled(false);
+
+    this.micButton = this._button("Mute microphone", () => this.setMic(!this.micOn));
+    this.cameraButton = this._button("Turn camera off", () => this.setCamera(!this.cameraOn));
+    this.leaveButton = this._button("Leave", () => this.leave(), "danger");
+    this.endButton = this._button("End for everyone…", () => this.askEnd(), "danger");
+    this.endButton.hidden = true;
+    this.confirm = h("div", { class: "confirm call-confirm", hidden: true });
+
+    this.screen = h(
+      "section",
+      { class: `call-screen${tv ? " call-tv" : ""}`, "aria-labelledby": "call-heading" },
+      h(
+        "header",
+        { class: "call-top" },
+        this.heading,
+        h("span", { class: "badge badge-quality", title: `${this.quality.width}×${this.quality.height}` }, qualityName(this.quality)),
+        this.status,
+      ),
+      this.banner,
+      h(
+        "div",
+        { class: "call-body" },
+        h("div", { class: "call-stage" }, this.waitCard, this.emptyStage, this.tiles, this.local.node),
+        h("aside", { class: "call-side", "aria-label": "Waiting room and chat" }, this.waitingList.node, this.chat.node),
+      ),
+      h(
+        "div",
+        { class: "call-controls", role: "group", "aria-label": "Call controls" },
+        this.micButton,
+        this.cameraButton,
+        this.leaveButton,
+        this.endButton,
+      ),
+      this.confirm,
+    );
+    this.screen.classList.add("phase-connecting");
+  }
+
+  _button(text, onClick, kind = "") {
+    const button = h("button", { type: "button", class: `button huge-ish ${kind}`.trim() }, text);
+    button.addEventListener("click", onClick);
+    return button;
+  }
+
+  _phase(phase) {
+    this.screen.classList.remove(`phase-${this.phase}`);
+    this.phase = phase;
+    this.screen.classList.add(`phase-${phase}`);
+    this._expose();
+  }
+
+  setStatus(text) {
+    this.status.textContent = text;
+  }
+
+  showBanner(text) {
+    this.banner.textContent = text || "";
+    this.banner.hidden = !text;
+  }
+
+  // starting
+
+  start() {
+    if (this.container) {
+      mount(this.container, this.screen);
+      this.container.hidden = false;
+      this.container.classList.add("in-call");
+      document.body.classList.add("calling");
+    }
+    const tv = document.body.classList.contains("tv");
+    (tv ? this.micButton : this.heading).focus();
+    this._expose();
+    this.media = openMedia(this.quality).then(({ stream, problem }) => {
+      this.stream = stream;
+      if (problem) this.showBanner(problem);
+      this.local.show(stream);
+      this.local.setCameraOff(stream.getVideoTracks().length === 0);
+      this.micButton.disabled = stream.getAudioTracks().length === 0;
+      this.cameraButton.disabled = stream.getVideoTracks().length === 0;
+      if (this.phase === "ended") stopMedia(stream);
+      return stream;
+    });
+    this._loadNames();
+    if (this.options.signaling) this._adopt(this.options.signaling);
+    else this._connect();
+  }
+
+  async _connect() {
+    const api = this.options.api;
+    this.signaling = new Signaling({
+      url: this.grant.signaling_url,
+      token: this.grant.join_token,
+      device: document.body.classList.contains("tv") ? "tv" : null,
+      renewToken: api ? () => this._joinToken() : null,
+    });
+    this._listen();
+    try {
+      await this.signaling.open();
+    } catch (error) {
+      this.finish("Could not connect to the call", this._helloProblem(error), { retry: true });
+      return;
+    }
+    this.send({ type: "join" });
+  }
+
+  /** The TV's idle socket, ringing: accept the call on it; `joined` follows. */
+  _adopt(signaling) {
+    this.signaling = signaling;
+    signaling.renewToken = this.options.api ? () => this._joinToken() : null;
+    this._listen();
+    this.setStatus("Answering…");
+    this.send({ type: "accept", session_id: this.options.accept });
+  }
+
+  async _joinToken() {
+    const grant = await this.options.api.post(`/api/v1/sessions/${encodeURIComponent(this.sessionId)}/join`);
+    return grant.join_token;
+  }
+
+  async _loadNames() {
+    const api = this.options.api;
+    if (this.session || !api || !this.sessionId) return;
+    try {
+      this.session = await api.get(`/api/v1/sessions/${encodeURIComponent(this.sessionId)}`);
+    } catch {
+      return; // names stay "Clinician", "Patient": good enough
+    }
+    for (const p of this.session.participants || []) this.people.set(p.user_id, p);
+    this.heading.textContent = this.session.title;
+    for (const entry of this.peers.values()) entry.tile.setName(this.nameOf(entry.info));
+    this.waitingList.update(this.waitingList.waiting);
+  }
+
+  _helloProblem(error) {
+    if (error.code === "token_expired") return "Your link to this call has expired. Go back and join again.";
+    if (error.code === "invalid_token") return "This call did not accept your link. Go back and join again.";
+    return "CityCall could not be reached. Check your internet connection and try again.";
+  }
+
+  _listen() {
+    this.unsubscribe.push(
+      this.signaling.on("*", (message, type) => {
+        this._chain = this._chain
+          .then(async () => {
+            if (LINK_TYPES.has(type)) await this.media;
+            if (this.phase !== "ended") this._on(type, message);
+          })
+          .catch((error) => console.warn("call: handling failed", type, error));
+      }),
+    );
+  }
+
+  send(message) {
+    return Boolean(this.signaling?.send(message));
+  }
+
+  // messages
+
+  _on(type, m) {
+    switch (type) {
+      case "waiting":
+        return this._waiting(m.position);
+      case "admitted":
+        return this.setStatus("You have been let in. Connecting…");
+      case "joined":
+        return this._joined(m);
+      case "waiting-room":
+        return this._waitingRoom(m.waiting || []);
+      case "peer-joined":
+        return this._addPeer(m.peer, false);
+      case "peer-left":
+        return this._removePeer(m.peer_id, m.reason);
+      case "peer-reconnecting":
+        return this.peers.get(m.peer_id)?.tile.setState("Reconnecting…");
+      case "peer-resumed":
+        return this._peerResumed(m.peer_id);
+      case "offer":
+      case "answer":
+      case "candidate":
+        return this._relayed(m);
+      case "chat":
+        return this._chatMessage(m);
+      case "mute-request":
+        return this._muteRequest(m);
+      case "call-declined":
+        return this.setStatus(`${this._nameOfUser(m.user_id)} declined the call.`);
+      case "session-ended":
+        return this._ended(m.reason);
+      case "removed":
+        return this.finish("You were removed from the call", "The host ended your part in this call.");
+      case "denied":
+        return this.finish("The clinician could not let you in", m.reason ? `Reason given: ${m.reason}` : "Please contact your clinic.");
+      case "replaced":
+        return this.finish("You joined from another device", "This call continues on your other device. This screen has stopped.");
+      case "error":
+        return this._error(m);
+      case "reconnecting":
+        this.showBanner("Reconnecting…");
+        return this.setStatus("Connection lost. Reconnecting…");
+      case "resumed":
+        return this._resumed();
+      case "fresh":
+        return this._fresh();
+      case "closed":
+        return this._closed(m);
+      default:
+        return undefined; // types this client does not know: ignore
+    }
+  }
+
+  _waiting(position) {
+    this._phase("waiting");
+    const host = [...this.people.values()].find((p) => p.role === "host")?.display_name;
+    const who = host || "The clinician";
+    mount(
+      this.waitCard,
+      h("h3", { class: "wait-position" }, `You are number ${position} in line`),
+      h("p", {}, `${who} will let you in. Please stay on this page.`),
+      h("p", { class: "hint" }, "While you wait, check that you can see yourself below."),
+    );
+    this.waitCard.hidden = false;
+    this.setStatus(`Waiting room: number ${position} in line`);
+  }
+
+  _joined(m) {
+    this.selfId = m.peer_id;
+    this.role = m.role;
+    if (m.quality && (m.quality.width !== this.quality.width || m.quality.height !== this.quality.height)) {
+      this.quality = m.quality;
+      applyQuality(this.stream, m.quality);
+    }
+    this.waitCard.hidden = true;
+    this._phase("in-call");
+    this.chat.setEnabled(true);
+    const host = m.role === "host";
+    this.endButton.hidden = !host;
+    this.waitingList.node.hidden = !host;
+    this.setStatus("In the call");
+    for (const peer of m.peers || []) this._addPeer(peer, true);
+    this._updateStage();
+  }
+
+  _waitingRoom(waiting) {
+    const before = new Set(this.waitingList.waiting.map((p) => p.peer_id));
+    this.waitingList.update(waiting);
+    const arrived = waiting.filter((p) => !before.has(p.peer_id));
+    if (arrived.length) this.setStatus(`${this.nameOf(arrived[0])} is waiting to be let in.`);
+    this._updateStage();
+  }
+
+  _addPeer(info, offerer) {
+    if (!info?.peer_id || info.peer_id === this.selfId) return;
+    this._removePeer(info.peer_id, null, true);
+    const tile = new Tile(this.nameOf(info));
+    tile.setState("Connecting…");
+    const link = new PeerLink({
+      localId: this.selfId,
+      remoteId: info.peer_id,
+      iceServers: this.signaling.iceServers,
+      media: this.stream,
+      quality: this.quality,
+      send: (message) => this.send(message),
+      offerer,
+    });
+    link.ontrack = (stream) => tile.show(stream);
+    link.onstate = (state) => {
+      if (state === "connected") tile.setState("");
+      else if (state === "failed") tile.setState("No connection");
+      else if (state === "disconnected") tile.setState("Connection unstable…");
+    };
+    this.peers.set(info.peer_id, { info, link, tile });
+    this.tiles.append(tile.node);
+    if (!offerer) this.setStatus(`${this.nameOf(info)} joined.`);
+    this._updateStage();
+  }
+
+  _removePeer(peerId, reason, quiet = false) {
+    const entry = this.peers.get(peerId);
+    if (!entry) return;
+    entry.link.close();
+    entry.tile.node.remove();
+    this.peers.delete(peerId);
+    if (!quiet) {
+      const why = { dropped: " (connection lost)", removed: " (removed)", replaced: " (on another device)" }[reason] || "";
+      this.setStatus(`${this.nameOf(entry.info)} left${why}.`);
+    }
+    this._updateStage();
+  }
+
+  _updateStage() {
+    const n = this.peers.size;
+    this.tiles.className = `tiles tiles-${Math.min(n, 4)}`;
+    const alone = this.phase === "in-call" && n === 0;
+    this.emptyStage.hidden = !alone;
+    if (alone) {
+      const waiting = this.waitingList.waiting.length;
+      this.emptyStage.textContent =
+        this.role === "host" && waiting
+          ? `${this.nameOf(this.waitingList.waiting[0])} is waiting. Press “Admit” to let them in.`
+          : "Nobody else is here yet.";
+    }
+  }
+
+  _peerResumed(peerId) {
+    const entry = this.peers.get(peerId);
+    if (!entry) return;
+    entry.tile.setState("");
+    if (entry.link.stalled) entry.link.restartIce(this.signaling.iceServers);
+  }
+
+  _relayed(m) {
+    let entry = this.peers.get(m.from);
+    if (!entry && m.type === "offer") {
+      this._addPeer({ peer_id: m.from, role: null, subject: null, name: null }, false);
+      entry = this.peers.get(m.from);
+    }
+    entry?.link.handle(m);
+  }
+
+  _chatMessage(m) {
+    const mine = m.from === this.selfId;
+    const entry = this.peers.get(m.from);
+    const author = mine ? "You" : entry ? this.nameOf(entry.info) : "Someone";
+    this.chat.add(author, String(m.text ?? ""), m.at, mine);
+  }
+
+  _muteRequest(m) {
+    const who = this.peers.get(m.from) ? this.nameOf(this.peers.get(m.from).info) : "The host";
+    if (m.kind === "video") {
+      this.setCamera(false);
+      this.showBanner(`${who} turned your camera off. Press “Turn camera on” to show yourself again.`);
+    } else {
+      this.setMic(false);
+      this.showBanner(`${who} muted your microphone. Press “Unmute microphone” when you want to talk.`);
+    }
+  }
+
+  _error(m) {
+    if (m.code === "not_waiting" || m.code === "unknown_peer") {
+      this.waitingList.release();
+      this.setStatus("That person is no longer waiting.");
+    } else if (m.code === "forbidden") {
+      this.waitingList.release();
+      this.endButton.hidden = true;
+    } else if (JOIN_ERRORS[m.code] && this.phase !== "in-call") {
+      this.finish(JOIN_ERRORS[m.code], m.code === "outside_join_window" ? "Check the time of the call and try again later." : "");
+    } else if (m.code !== "rate_limited" && m.code !== "already_joined") {
+      console.warn("call: the server refused a message", m.code);
+    }
+  }
+
+  _resumed() {
+    this.showBanner("");
+    this.setStatus(this.phase === "waiting" ? this.status.textContent : "In the call");
+    for (const entry of this.peers.values()) {
+      if (entry.link.stalled) entry.link.restartIce(this.signaling.iceServers);
+    }
+  }
+
+  _fresh() {
+    // Our place was gone: we come back as a new peer and join again.
+    this.showBanner("");
+    for (const id of [...this.peers.keys()]) this._removePeer(id, null, true);
+    this.selfId = null;
+    this.waitingList.update([]);
+    this._phase("connecting");
+    this.setStatus("Joining again…");
+    this.send({ type: "join" });
+  }
+
+  _closed(m) {
+    if (this.phase === "ended") return;
+    if (m.code === 4003) {
+      this.finish("Could not get back into the call", "Your link to this call has expired. Go back and join again.");
+    } else {
+      this.finish("The connection was lost", "CityCall could not be reached for a while.", { retry: true });
+    }
+  }
+
+  _ended(reason) {
+    const texts = {
+      ended: this._endedByMe ? ["You ended the call", "The call has ended for everyone."] : ["The call has ended", "Thank you for joining."],
+      cancelled: ["This call was cancelled", "Your clinic or your family will tell you what happens next."],
+      window_closed: ["The time for this call is over", "The call has ended."],
+    };
+    const [title, text] = texts[reason] || texts.ended;
+    this.finish(title, text);
+  }
+
+  // names
+
+  nameOf(peer) {
+    if (!peer) return "Someone";
+    if (peer.name) return peer.name;
+    const known = this.people.get(peer.subject)?.display_name;
+    return known || ROLE_NAMES[peer.role] || "Someone";
+  }
+
+  _nameOfUser(userId) {
+    return this.people.get(userId)?.display_name || "Someone";
+  }
+
+  // controls
+
+  setMic(on) {
+    this.micOn = on;
+    for (const track of this.stream?.getAudioTracks() || []) track.enabled = on;
+    this.micButton.textContent = on ? "Mute microphone" : "Unmute microphone";
+    this.micButton.setAttribute("aria-pressed", String(!on));
+    this.micButton.classList.toggle("off", !on);
+  }
+
+  setCamera(on) {
+    this.cameraOn = on;
+    for (const track of this.stream?.getVideoTracks() || []) track.enabled = on;
+    this.cameraButton.textContent = on ? "Turn camera off" : "Turn camera on";
+    this.cameraButton.setAttribute("aria-pressed", String(!on));
+    this.cameraButton.classList.toggle("off", !on);
+    this.local.setCameraOff(!on);
+  }
+
+  leave() {
+    this.send({ type: "leave" });
+    this.finish("You left the call", "You can join again while the call is still open.", { keepSocket: true });
+    // The server closes the socket after `leave`; close it ourselves if it does not.
+    const signaling = this.signaling;
+    setTimeout(() => signaling?.close(), 1500);
+  }
+
+  askEnd() {
+    const yes = h("button", { type: "button", class: "button danger" }, "Yes, end it for everyone");
+    const no = h("button", { type: "button", class: "button" }, "No, stay");
+    no.addEventListener("click", () => {
+      this.confirm.hidden = true;
+      this.endButton.focus();
+    });
+    yes.addEventListener("click", () => {
+      yes.disabled = true;
+      this._endedByMe = true;
+      this.send({ type: "end" });
+    });
+    mount(
+      this.confirm,
+      h("p", {}, "End the call for everyone? Nobody can join it again."),
+      h("div", { class: "actions" }, yes, no),
+    );
+    this.confirm.hidden = false;
+    no.focus();
+  }
+
+  /** The call is over for us: stop everything and say why. */
+  finish(title, text, { retry = false, keepSocket = false } = {}) {
+    if (this.phase === "ended") return;
+    this._phase("ended");
+    for (const id of [...this.peers.keys()]) this._removePeer(id, null, true);
+    for (const off of this.unsubscribe) off();
+    this.unsubscribe = [];
+    this.media?.then(stopMedia);
+    if (!keepSocket) this.signaling?.close();
+    document.body.classList.remove("calling");
+    this.options.onFinish?.();
+    const back = h("button", { type: "button", class: "button primary huge-ish" }, this.options.api ? "Back to your sessions" : "Close");
+    back.addEventListener("click", () => this.close());
+    const actions = [back];
+    if (retry && this.grant.join_token) {
+      const again = h("button", { type: "button", class: "button huge-ish" }, "Try again");
+      again.addEventListener("click", () => startCall(this.grant, this.container, this.options));
+      actions.unshift(again);
+    }
+    const heading = h("h2", { id: "call-end-heading" }, title);
+    this.endScreen = h(
+      "section",
+      { class: "call-ended card", "aria-labelledby": "call-end-heading", role: "alert" },
+      heading,
+      text ? h("p", {}, text) : null,
+      h("div", { class: "actions" }, ...actions),
+    );
+    if (this.container) {
+      mount(this.container, this.endScreen);
+      this.container.classList.remove("in-call");
+    }
+    actions[0].focus();
+  }
+
+  close() {
+    if (this.container) {
+      this.container.hidden = true;
+      this.container.replaceChildren();
+      this.container.classList.remove("in-call");
+    }
+    document.body.classList.remove("calling");
+    this.options.onClose?.();
+  }
+
+  /** A debug handle for tests and support: the peer connections and the call's state. */
+  _expose() {
+    const call = this;
+    window.__citycall = {
+      get phase() {
+        return call.phase;
+      },
+      get peerId() {
+        return call.selfId;
+      },
+      get pcs() {
+        return [...call.peers.values()].map((e) => e.link.pc);
+      },
+    };
+  }
 }

@@ -27,7 +27,7 @@ export function joinState(session, now = Date.now()) {
 /** The sessions list for the signed-in person: fetch, render, keep the Join buttons current. */
 export class SessionList {
   /**
-   * options: tv (big TV layout, no cancel), onJoined(grant) (default: startCall),
+   * options: tv (big TV layout, no cancel), onJoined(grant, session) (default: startCall),
    * heading (text of the list's heading).
    */
   constructor(session, options = {}) {
@@ -200,7 +200,13 @@ class SessionCard {
     try {
       const grant = await this.list.api.post(`/api/v1/sessions/${encodeURIComponent(this.s.id)}/join`);
       notice(this.message, "");
-      (this.list.options.onJoined || startCall)(grant);
+      if (this.list.options.onJoined) this.list.options.onJoined(grant, this.s);
+      else
+        startCall(grant, undefined, {
+          api: this.list.api,
+          session: this.s,
+          onFinish: () => this.list.load(),
+        });
     } catch (error) {
       notice(this.message, joinProblem(error), "error");
     } finally {
