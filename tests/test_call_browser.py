@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
@@ -50,6 +51,8 @@ CHROMIUM_ARGS = [
 PASSWORD = "citycall-demo-1"
 PATIENT = "patient@demo.citycall.test"
 CLINICIAN = "clinician@demo.citycall.test"
+GRANDMA = "grandma@demo.citycall.test"
+GRANDSON = "grandson@demo.citycall.test"
 CHECKUP = "Blood pressure check-up"
 TIMEOUT_MS = 10_000
 HD_TIMEOUT = 15.0
@@ -57,6 +60,7 @@ SHOTS = Path(tempfile.gettempdir()) / "citycall-call"
 FAILED_LOAD = re.compile(r"^Failed to load resource: the server responded with a status of (\d+)")
 PHONE = {"width": 412, "height": 915}
 DESKTOP = {"width": 1280, "height": 800}
+TV = {"width": 1280, "height": 720}
 
 # inbound video of every peer connection of the page (window.__citycall is the debug handle)
 INBOUND_VIDEO = """async () => {
@@ -145,13 +149,20 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
-def log_in_and_join(page: Any, broker: BrokerProcess, email: str) -> None:
+def log_in_and_join(page: Any, broker: BrokerProcess, email: str, title: str = CHECKUP) -> None:
     page.goto(broker.url + "/")
     page.get_by_label("E-mail").fill(email)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
-    card = page.locator("li.session", has_text=CHECKUP)
+    card = page.locator("li.session", has_text=title)
     card.get_by_role("button", name="Join").click()
+
+
+def login_api(broker: BrokerProcess, email: str) -> dict[str, Any]:
+    answer: dict[str, Any] = broker.call(
+        "POST", "/api/v1/auth/login", {"email": email, "password": PASSWORD}
+    ).json()
+    return answer
 
 
 def inbound_video(page: Any) -> list[dict[str, int]]:
@@ -326,3 +337,82 @@ def test_browser_patient_and_aiortc_clinician_video_both_ways(
         patient.get_by_role("heading", name="The call has ended").wait_for()
     finally:
         aio.run(doc.close())
+
+
+def test_tv_rings_accepts_with_the_remote_and_auto_answers_trusted_callers(
+    browser: Any, broker_launcher: BrokerLauncher, watch: Watch
+) -> None:
+    broker = broker_launcher.start(extra_args=("--demo", "--device-poll-interval", "1"))
+    grandma = login_api(broker, GRANDMA)
+    grandson = login_api(broker, GRANDSON)
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=2)
+    booked = broker.call(
+        "POST",
+        "/api/v1/sessions",
+        {
+            "kind": "family_call",
+            "title": "Tea with Sam",
+            "start": start.isoformat(),
+            "end": (start + timedelta(minutes=20)).isoformat(),
+            "participant_ids": [grandma["user"]["id"]],
+        },
+        token=grandson["access_token"],
+    )
+    assert booked.status == 201, booked.body
+
+    # the TV pairs (approved over REST: the phone's pairing page has its own test)
+    watch.expected.add(("/api/v1/device/token", 400))  # authorization_pending while waiting
+    tv = new_page(browser, watch, "tv", TV)
+    tv.goto(broker.url + "/tv")
+    code = tv.locator(".user-code").inner_text()
+    approved = broker.call(
+        "POST",
+        "/api/v1/device/pairing",
+        {"user_code": code, "approve": True},
+        token=grandma["access_token"],
+    )
+    assert approved.status in (200, 204), approved.body
+    tv.get_by_role("heading", name="Paired with Grandma Rose").wait_for()
+
+    # Sam calls from his phone; the TV rings with Accept focused; the remote's OK accepts
+    phone = new_page(browser, watch, "phone", PHONE)
+    log_in_and_join(phone, broker, GRANDSON, "Tea with Sam")
+    phone.get_by_text("Nobody else is here yet.").wait_for()
+    ring = tv.get_by_role("alertdialog", name="Incoming call")
+    ring.wait_for()
+    ring.get_by_text("Sam Grandson is calling").wait_for()
+    assert tv.evaluate("document.activeElement.textContent") == "Accept"
+    shot(tv, "tv-ringing")
+    tv.keyboard.press("Enter")
+    wait_for_hd({"tv": tv, "phone": phone})
+    tv.locator(".tile-remote", has_text="Sam Grandson").wait_for()
+    phone.locator(".tile-remote", has_text="Grandma Rose").wait_for()
+    shot(tv, "tv-in-call")
+
+    # the remote moves along the big buttons and leaves
+    assert tv.evaluate("document.activeElement.textContent") == "Mute microphone"
+    tv.keyboard.press("ArrowRight")
+    tv.keyboard.press("ArrowRight")
+    assert tv.evaluate("document.activeElement.textContent") == "Leave"
+    tv.keyboard.press("Enter")
+    tv.get_by_role("heading", name="You left the call").wait_for()
+    phone.get_by_text("Grandma Rose left.").wait_for()
+    tv.keyboard.press("Enter")  # "Back to your sessions" has the focus
+    tv.get_by_role("heading", name="Paired with Grandma Rose").wait_for()
+
+    # Grandma trusts Sam: his next call is answered by the TV on its own
+    trusted = broker.call(
+        "PUT",
+        "/api/v1/me/trusted-contacts",
+        {"user_ids": [grandson["user"]["id"]]},
+        token=grandma["access_token"],
+    )
+    assert trusted.status == 200, trusted.body
+    phone.get_by_role("button", name="Leave").click()
+    phone.get_by_role("button", name="Back to your sessions").click()
+    phone.locator("li.session", has_text="Tea with Sam").get_by_role("button", name="Join").click()
+    tv.locator(".tile-remote", has_text="Sam Grandson").wait_for()
+    wait_for_hd({"tv": tv, "phone": phone})
+    phone.get_by_role("button", name="Leave").click()
+    tv.get_by_text("Sam Grandson left.").wait_for()
+    shot(tv, "tv-alone")

@@ -171,6 +171,14 @@ export class Session {
     return new ApiError(401, { code: "session_expired", detail: "Please log in again." });
   }
 
+  /** A current access token (refreshed when needed), e.g. for the TV's ringing socket. */
+  async freshAccess() {
+    await this.get("/api/v1/me");
+    const access = this._load()?.access;
+    if (!access) throw this._expired();
+    return access;
+  }
+
   get(path) {
     return this.request("GET", path);
   }

@@ -2,8 +2,10 @@
 // Everything works with a remote control: arrow keys move the focus, Enter presses.
 
 import { ApiError, Session, call } from "./api.js";
+import { startCall } from "./call.js";
+import { Ringer } from "./ring.js";
 import { SessionList } from "./sessions.js";
-import { arrowNavigation, h, mount } from "./ui.js";
+import { arrowNavigation, h, mount, notice } from "./ui.js";
 
 const CLIENT_ID = "tv";
 const GRANT_TYPE = "urn:ietf:params:oauth:grant-type:device_code";
@@ -16,6 +18,13 @@ let run = 0; // bumps on every new pairing attempt, so stale timers stop themsel
 let list = null;
 let reload = null;
 
+const ringer = new Ringer(session, {
+  onAnswer: (signaling, ring, info) =>
+    enterCall(null, info, { signaling, accept: ring.session_id }),
+  onMissed: (ring, name) => missed(`Missed call${name ? ` from ${name}` : ""}${ring.title ? `: ${ring.title}` : ""}.`),
+  onDismissed: () => refocus(),
+});
+
 arrowNavigation(document.body);
 session.onLoggedOut = () => startPairing();
 
@@ -26,6 +35,7 @@ function wait(ms) {
 async function startPairing() {
   const mine = ++run;
   stopList();
+  ringer.stop();
   document.title = "Pair this TV – CityCall";
   mount(app, h("p", { class: "tv-status", role: "status" }, "Getting a pairing code…"));
   let code;
@@ -155,19 +165,26 @@ async function showPaired(user) {
   unpair.addEventListener("click", async () => {
     unpair.disabled = true;
     stopList();
+    ringer.stop();
     await session.logout();
     startPairing();
   });
-  list = new SessionList(session, { tv: true, heading: "Coming up" });
+  list = new SessionList(session, {
+    tv: true,
+    heading: "Coming up",
+    onJoined: (grant, s) => enterCall(grant, s),
+  });
   mount(
     app,
     h(
       "div",
       { class: "tv-home" },
       h("header", { class: "tv-header" }, h("h1", {}, `Paired with ${user.display_name}`), unpair),
+      missedNotice,
       list.node,
     ),
   );
+  ringer.start();
   await list.load();
   (list.firstJoinable() || unpair).focus();
   reload = setInterval(async () => {
@@ -178,6 +195,34 @@ async function showPaired(user) {
     const same = card && list.node.querySelector(`li.session[data-id="${CSS.escape(card.dataset.id)}"] button.join:not([disabled])`);
     (same || list.firstJoinable() || unpair).focus();
   }, RELOAD_MS);
+}
+
+const missedNotice = h("p", { class: "notice", role: "status", hidden: true });
+
+function missed(text) {
+  notice(missedNotice, text);
+}
+
+/** The call screen over the home screen: from a Join button, or an answered ring. */
+function enterCall(grant, info, options = {}) {
+  ringer.busy = true;
+  notice(missedNotice, "");
+  startCall(grant, callArea, {
+    ...options,
+    api: session,
+    session: info,
+    onFinish: () => {
+      ringer.callEnded();
+      list?.load();
+    },
+    onClose: () => refocus(),
+  });
+}
+
+function refocus() {
+  if (!list) return;
+  const unpair = app.querySelector(".tv-header .button");
+  (list.firstJoinable() || unpair)?.focus();
 }
 
 if (session.loggedIn && session.user) showPaired(session.user);
