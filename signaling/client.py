@@ -288,7 +288,7 @@ class BrokerClient:
 
     async def _handle(self, message: dict[str, Any]) -> None:
         seq = message.get("seq")
-        if isinstance(seq, int):
+        if isinstance(seq, int) and seq > 0:  # 0: not kept for replay (errors, pong)
             if seq <= self.last_seq:
                 return  # seen before the socket dropped
             self.last_seq = seq

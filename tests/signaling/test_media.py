@@ -139,6 +139,8 @@ async def test_checkup_hd_video_and_data_both_ways(in_process: TestClient[Any, A
     host, guest = sdk(in_process, doc.access_token), sdk(in_process, patient.access_token)
     try:
         call = await enter(session_id, host, guest)
+        await host.admit("peer-nobody")  # errors (seq 0) reach the events too
+        assert (await host.wait_for("error")).data["code"] == "not_waiting"
         await hd_both_ways(call)
         await call.patient.chat("can you hear me?")
         assert (await call.host.wait_for("chat")).data["text"] == "can you hear me?"
