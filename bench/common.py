@@ -228,7 +228,10 @@ def _answers(port: int, path: str) -> bool:
 
 
 def start_broker(
-    name: str = "broker", redis_url: str | None = None, extra: Sequence[str] = ()
+    name: str = "broker",
+    redis_url: str | None = None,
+    extra: Sequence[str] = (),
+    variant: str | None = None,
 ) -> Server:
     """``python -m broker serve`` on a free port with a fresh data dir: all defaults (logging at
     INFO included), except a join window opening 24 h early, so that one pair of users can have
@@ -236,7 +239,10 @@ def start_broker(
     port = free_port()
     (RESULTS / "data").mkdir(parents=True, exist_ok=True)
     data = Path(tempfile.mkdtemp(prefix=f"{name}-{port}-", dir=RESULTS / "data"))
-    args = [sys.executable, "-m", "broker", "serve", "--port", str(port), "--data-dir", str(data)]
+    args = [sys.executable, "-m", "broker"]
+    if variant is not None:  # what-if patches, see bench/broker_variant.py
+        args = [sys.executable, "-m", "bench.broker_variant", "--patch", variant, "--"]
+    args += ["serve", "--port", str(port), "--data-dir", str(data)]
     args += ["--join-before-minutes", "1440"]
     if redis_url:
         args += ["--redis-url", redis_url]

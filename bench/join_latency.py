@@ -158,10 +158,13 @@ def summarize(
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"params": vars(args)}
     bare, broker = start_bare_relay("bare"), start_broker("broker")
-    with running(bare, broker):
+    variant = start_broker("variant", variant=args.variant) if args.variant else None
+    with running(bare, broker, *([variant] if variant else [])):
         async with clients.session() as http:
             results["bare"] = await bare_phase(http, bare, args)
             results["broker"] = await broker_phase(http, broker, args)
+            if variant is not None:
+                results[f"broker+{args.variant}"] = await broker_phase(http, variant, args)
     b, k = results["bare"], results["broker"]
     results["ratios"] = {
         "p50": ratio(k["connect_to_done"]["p50_ms"], b["connect_to_done"]["p50_ms"]),
@@ -173,10 +176,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def report(results: dict[str, Any]) -> str:
     rows: list[tuple[Any, ...]] = []
-    for name, what in (
-        ("bare", "connect + hello -> welcome"),
-        ("broker", "connect + hello + join"),
-    ):
+    names = [n for n in results if n == "bare" or n.startswith("broker")]
+    for name in names:
+        what = "connect + hello -> welcome" if name == "bare" else "connect + hello + join"
         r = results[name]
         rows.append(
             (
@@ -221,6 +223,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=100.0, help="joins per second")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--variant", default="", help="also a broker with what-if patches (bench/broker_variant.py)"
+    )
     return parser.parse_args(argv)
 
 

@@ -82,6 +82,22 @@ CATEGORIES = {
     ),
 }
 OTHER = "other (timers, heartbeats, threads)"
+UNITS = {"sdp": "messages", "candidate": "messages", "hello": "idle sockets", "join": "joins"}
+# For --kind hello / join the handshake steps matter more (same innermost-first rule).
+HANDSHAKE = {
+    "JWT verify (PyJWT + Ed25519)": ("Tokens.verify", "verify_access"),
+    "JWT sign (resume token)": ("Tokens.issue", "KeyRing.sign"),
+    "SQLite thread (queries)": ("_in_tx (", "_worker (concurrent"),
+    "executor hop (run_in_executor, futures)": ("run_in_executor", "ThreadPoolExecutor.submit"),
+    "logging": ("(logging/",),
+    "rooms.join (lock, records, events)": ("Rooms.join", "Joining.record", "Rooms.ring"),
+    "HTTP upgrade + middlewares": (
+        "WebSocketResponse.prepare",
+        "WebSocketResponse.__init__",
+        "(broker/api/middleware.py",
+    ),
+    "TURN credentials (ice_servers)": ("ice_servers",),
+}
 # Inclusive shares: samples with one of these functions anywhere on the stack.
 THROUGH = (
     "SignalingHandler._read (",
@@ -108,12 +124,22 @@ def find_py_spy() -> str | None:
 async def drive(
     servers: tuple[Server, Server], args: argparse.Namespace, hooks: tuple[Any, Any]
 ) -> int:
-    """The relay benchmark's load for about ``seconds``: paced, then a burst, repeatedly;
-    hosts on ``servers[0]``, guests on ``servers[1]``. ``hooks`` (start, stop) are called
-    around the load, after the setup (logins, joins)."""
+    """The load for about ``seconds``, between ``hooks`` (start, stop), after the setup:
+
+    * ``sdp``/``candidate``: the relay benchmark's load, paced then a burst, repeatedly (hosts
+      on ``servers[0]``, guests on ``servers[1]``); returns messages relayed;
+    * ``hello``: idle sockets (access token) opened 16 at a time; returns sockets;
+    * ``join``: ``--rate`` sockets/s join calls (join tokens fetched first); returns joins.
+    """
     host, guest = servers
     async with clients.session() as http:
         family = await clients.Family.register(http, host.url)
+        if args.kind == "hello":
+            return await _hellos(http, host, family.host.token, args, hooks)
+        if args.kind == "join":
+            calls = await family.calls(int(args.rate * args.seconds / 2) + 1)
+            tokens = [t for c in calls for t in (c.host_token, c.guest_token)]
+            return await _joins(http, host, tokens, args, hooks)
         calls = await family.calls(args.pairs)
         pairs = await clients.broker_pairs(http, calls, host.ws_url, guest.ws_url)
         load = clients.Load(pairs, args.kind)
@@ -129,6 +155,46 @@ async def drive(
         await load.stop()
         await clients.close_pairs(load.pairs)
         return delivered
+
+
+async def _hellos(
+    http: Any, server: Server, token: str, args: argparse.Namespace, hooks: tuple[Any, Any]
+) -> int:
+    socks: list[clients.Sock] = []
+    sem = asyncio.Semaphore(16)
+    end = time.monotonic() + args.seconds
+
+    async def one() -> None:
+        async with sem:
+            if time.monotonic() < end:
+                socks.append(await clients.broker_socket(http, server.ws_url, token, join=False))
+
+    hooks[0]()
+    while time.monotonic() < end:
+        await asyncio.gather(*(one() for _ in range(256)))
+    hooks[1]()
+    await asyncio.gather(*(s.ws.close() for s in socks), return_exceptions=True)
+    return len(socks)
+
+
+async def _joins(
+    http: Any, server: Server, tokens: list[str], args: argparse.Namespace, hooks: tuple[Any, Any]
+) -> int:
+    socks: list[clients.Sock] = []
+
+    async def one(token: str) -> None:
+        socks.append(await clients.broker_socket(http, server.ws_url, token))
+
+    hooks[0]()
+    tasks = []
+    start = time.monotonic()
+    for i, token in enumerate(tokens):
+        await asyncio.sleep(max(0.0, start + i / args.rate - time.monotonic()))
+        tasks.append(asyncio.create_task(one(token)))
+    await asyncio.gather(*tasks, return_exceptions=True)
+    hooks[1]()
+    await asyncio.gather(*(s.ws.close() for s in socks), return_exceptions=True)
+    return len(socks)
 
 
 def summarize_collapsed(path: Path) -> dict[str, Any]:
@@ -159,7 +225,7 @@ def summarize_collapsed(path: Path) -> dict[str, Any]:
 
 def _category(frames: list[str]) -> str:
     for frame in reversed(frames):
-        for category, needles in CATEGORIES.items():
+        for category, needles in {**HANDSHAKE, **CATEGORIES}.items():
             if any(needle in frame for needle in needles):
                 return category
     return OTHER
@@ -189,7 +255,7 @@ def summarize_pstats(path: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kind", choices=("sdp", "candidate"), default="sdp")
+    parser.add_argument("--kind", choices=("sdp", "candidate", "hello", "join"), default="sdp")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--pairs", type=int, default=50)
     parser.add_argument("--rate", type=float, default=3000.0)
@@ -237,7 +303,9 @@ def main(argv: list[str] | None = None) -> None:
             for server in reversed(started):
                 server.stop()
         summary = summarize_collapsed(out)
-        print(f"py-spy, {summary['samples']} samples, {delivered} messages relayed ({label})")
+        print(
+            f"py-spy, {summary['samples']} samples; load: {delivered} {UNITS[args.kind]} ({label})"
+        )
         print("where the on-CPU samples are (innermost matching step):")
         for category, pct in summary["categories_pct"]:
             print(f"  {pct:5.1f}%  {category}")
@@ -259,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             broker.stop()
         summary = summarize_pstats(prof)
-        print(f"cProfile, {delivered} messages relayed ({args.kind}); cumulative top:")
+        print(f"cProfile; load: {delivered} {UNITS[args.kind]} ({args.kind}); cumulative top:")
         for name, calls, pct in summary["cumulative_top"]:
             print(f"  {pct:5.1f}%  {calls:>9}  {name}")
     print("most samples of their own:")

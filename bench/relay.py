@@ -42,7 +42,6 @@ from bench.common import (
 )
 
 TARGET_RATIO = 0.75  # broker CPU per message at most 0.75x the bare relay's
-SERVERS = ("bare", "broker")
 
 
 async def paced(server: Server, load: clients.Load, rate: float, seconds: float) -> dict[str, Any]:
@@ -99,23 +98,25 @@ def median_of(rounds: list[dict[str, Any]], *path: str) -> float:
 async def one_size(
     http: Any, kind: str, servers: dict[str, Server], calls: list[clients.Call], args: Any
 ) -> dict[str, Any]:
+    """``calls``: ``args.pairs`` calls for each broker-like server, in ``servers`` order."""
     loads = {
         "bare": clients.Load(
             await clients.bare_pairs(http, servers["bare"].ws_url, args.pairs, kind), kind
-        ),
-        "broker": clients.Load(
-            await clients.broker_pairs(http, calls, servers["broker"].ws_url), kind
-        ),
+        )
     }
+    for i, name in enumerate(n for n in servers if n != "bare"):
+        mine = calls[i * args.pairs : (i + 1) * args.pairs]
+        pairs = await clients.broker_pairs(http, mine, servers[name].ws_url)
+        loads[name] = clients.Load(pairs, kind)
     await asyncio.sleep(0.5)  # the joins' own traffic settles
-    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in SERVERS}
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
     for _ in range(args.rounds):
         await quiet()
-        for name in SERVERS:
+        for name in servers:
             rounds[name].append(
                 {"paced": await paced(servers[name], loads[name], args.rate, args.seconds)}
             )
-        for name in SERVERS:
+        for name in servers:
             rounds[name][-1]["burst"] = await burst(servers[name], loads[name], args.burst)
         await asyncio.sleep(args.refill)  # the broker's per-socket token buckets fill up again
     for load in loads.values():
@@ -123,7 +124,7 @@ async def one_size(
         await clients.close_pairs(load.pairs)
     sample = clients.Template.of(kind, "peer-0123456789abcdef").frame(123456)
     row: dict[str, Any] = {"client_frame_bytes": len(sample.encode()), "rounds": rounds}
-    for name in SERVERS:
+    for name in servers:
         rs = rounds[name]
         row[name] = {
             "paced_cpu_us_per_msg": median_of(rs, "paced", "cpu_us_per_msg"),
@@ -140,31 +141,44 @@ async def one_size(
             "other_cpus_max": max(r[m]["other_cpus"] for r in rs for m in ("paced", "burst")),
             "payload_check": rs[0]["paced"]["payload_check"],
         }
-    b, k = row["bare"], row["broker"]
-    row["paced_cpu_ratio"] = ratio(k["paced_cpu_us_per_msg"], b["paced_cpu_us_per_msg"])
-    row["burst_cpu_ratio"] = ratio(k["burst_cpu_us_per_msg"], b["burst_cpu_us_per_msg"])
-    row["burst_throughput_ratio"] = ratio(k["burst_msgs_per_s"], b["burst_msgs_per_s"])
-    row["target_met"] = max(row["paced_cpu_ratio"], row["burst_cpu_ratio"]) <= TARGET_RATIO
+    b = row["bare"]
+    row["ratios"] = {}
+    for name in servers:
+        if name == "bare":
+            continue
+        k = row[name]
+        r = row["ratios"][name] = {
+            "paced_cpu": ratio(k["paced_cpu_us_per_msg"], b["paced_cpu_us_per_msg"]),
+            "burst_cpu": ratio(k["burst_cpu_us_per_msg"], b["burst_cpu_us_per_msg"]),
+            "burst_throughput": ratio(k["burst_msgs_per_s"], b["burst_msgs_per_s"]),
+        }
+        r["target_met"] = max(r["paced_cpu"], r["burst_cpu"]) <= TARGET_RATIO
     return row
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     servers = {"bare": start_bare_relay("bare"), "broker": start_broker("broker")}
+    if args.variant:
+        name = f"broker+{args.variant}"
+        servers[name] = start_broker("variant", variant=args.variant)
     results: dict[str, Any] = {"params": vars(args), "sizes": {}}
+    brokers = [s for n, s in servers.items() if n != "bare"]
     with running(*servers.values()):
         async with clients.session() as http:
-            family = await clients.Family.register(http, servers["broker"].url)
-            calls = await family.calls(args.pairs * len(args.sizes))
-            for i, kind in enumerate(args.sizes):
-                mine = calls[i * args.pairs : (i + 1) * args.pairs]
-                results["sizes"][kind] = await one_size(http, kind, servers, mine, args)
+            families = [await clients.Family.register(http, s.url) for s in brokers]
+            for kind in args.sizes:
+                calls = []
+                for family in families:
+                    calls += await family.calls(args.pairs)
+                results["sizes"][kind] = await one_size(http, kind, servers, calls, args)
     return results
 
 
 def report(results: dict[str, Any]) -> str:
     rows: list[tuple[Any, ...]] = []
     for kind, row in results["sizes"].items():
-        for name in SERVERS:
+        names = [n for n in row["rounds"]]
+        for name in names:
             r = row[name]
             rows.append(
                 (
@@ -179,18 +193,19 @@ def report(results: dict[str, Any]) -> str:
                     f"/{r['paced_sent'] + r['burst_sent']}",
                 )
             )
-        rows.append(
-            (
-                "",
-                "broker/bare",
-                row["paced_cpu_ratio"],
-                "",
-                "",
-                row["burst_cpu_ratio"],
-                row["burst_throughput_ratio"],
-                f"CPU target <= {TARGET_RATIO}: {verdict(row['target_met'])}",
+        for name, r in row["ratios"].items():
+            rows.append(
+                (
+                    "",
+                    f"{name}/bare",
+                    r["paced_cpu"],
+                    "",
+                    "",
+                    r["burst_cpu"],
+                    r["burst_throughput"],
+                    f"CPU target <= {TARGET_RATIO}: {verdict(r['target_met'])}",
+                )
             )
-        )
     p = results["params"]
     headers = (
         "message",
@@ -215,6 +230,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--refill", type=float, default=1.0, help="pause between rounds")
     parser.add_argument("--sizes", nargs="+", default=["sdp", "candidate"])
+    parser.add_argument(
+        "--variant",
+        default="",
+        help="also a broker with what-if patches (bench/broker_variant.py), e.g. uvloop,sdp",
+    )
     return parser.parse_args(argv)
 
 
