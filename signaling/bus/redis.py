@@ -277,10 +277,14 @@ class RedisBus:
 
     async def _stop_reader(self) -> None:
         reader, self._reader = self._reader, None
-        if reader is not None:
+        # On Python 3.11 a cancellation can be lost inside redis-py: it writes commands under
+        # asyncio.wait_for (socket_timeout), which returns the result instead of raising when
+        # the write finishes as the cancel arrives (CPython gh-86296). Cancel until done.
+        while reader is not None and not reader.done():
             reader.cancel()
-            with suppress(asyncio.CancelledError):
-                await reader
+            await asyncio.wait([reader], timeout=0.1)
+        if reader is not None and not reader.cancelled() and reader.exception() is not None:
+            log.error("bus %s: reader ended: %r", self._node_id, reader.exception())
         self._deliver = None
         self._ready.clear()
 
@@ -356,7 +360,7 @@ class RedisBus:
                 await pubsub.subscribe(self._channel)
                 last_seen = last_ping = next_refresh = loop.time()
                 while True:
-                    wait = POLL
+                    wait = max(0.0, min(POLL, next_refresh - loop.time()))
                     message = await pubsub.get_message(timeout=wait)
                     now = loop.time()
                     if message is not None:
