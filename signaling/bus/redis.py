@@ -22,7 +22,8 @@ peer, PUBLISH ``<peer>\\n<seq>\\n<frame>`` on that node's channel. One script pe
 reader per node keep each peer's frames in seq order from end to end.
 
 Each node reads its channel in one background task (``start``) and calls ``deliver`` for the
-peers it claimed, remembering the last seq delivered per peer. When the subscription is
+peers it claimed, remembering the last seq delivered per peer (``deliver`` runs in that task:
+it should only enqueue, as a slow one delays every peer of the node). When the subscription is
 (re)established, and when the periodic claim refresh finds a claim gone, the reader *resyncs*
 each claimed peer with one script: re-assert the claim if it is missing, read the counter and
 the buffer, and deliver the buffered frames after the last one delivered. Frames published
@@ -34,6 +35,10 @@ keys expired) or the counter below the last seq delivered (a restart from an old
 treats it as a *reset*: the peer's seq started again at 1, every buffered frame is delivered,
 and the receiving side must accept a seq lower than the one it saw last. Run Redis without
 persistence or with AOF; an RDB rollback may make a few seqs repeat.
+
+``replay`` reads the counter and the buffer in one transaction (``MULTI``) and takes each
+frame's seq from its ``{"seq":N,`` prefix. Room locks are ``SET NX PX`` with a random token,
+retried for ``lock_wait`` seconds (then ``RoomLockTimeout``) and released only by their token.
 
 Connection failures become ``BusUnavailable``; the reader itself never gives up, it reconnects
 with backoff and logs ids only.
@@ -56,7 +61,6 @@ import redis.asyncio as aredis
 import redis.exceptions
 
 from signaling.bus.base import REPLAY_LIMIT, BusUnavailable, Deliver, PeerRecord
-from signaling.bus.memory import PEER_TTL, check_frame, kept_after
 
 if TYPE_CHECKING:
     from signaling.bus.base import Bus
@@ -65,6 +69,7 @@ __all__ = ["RedisBus", "RoomLockTimeout"]
 
 log = logging.getLogger(__name__)
 
+PEER_TTL = 3600.0  # seconds the keys of a peer live after its last send (or claim refresh)
 LOCK_WAIT = 5.0  # seconds room_lock waits before RoomLockTimeout
 LOCK_LEASE = 10.0  # seconds a room lock lasts if its holder dies
 START_TIMEOUT = 5.0  # seconds start waits for the first subscription
@@ -169,6 +174,24 @@ def _bytes(value: str | bytes) -> bytes:
 
 def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+# The next two are the same rules as in MemoryBus (backends depend only on the protocol).
+
+
+def check_frame(frame: bytes) -> None:
+    """``frame`` must be a compact, non-empty JSON object (``seq`` is spliced in after ``{``)."""
+    if not frame.startswith(b'{"'):
+        raise ValueError('a frame must be a compact, non-empty JSON object (starting with {")')
+
+
+def kept_after(seq: int, kept: list[tuple[int, bytes]], after_seq: int) -> list[bytes] | None:
+    """The replay answer: frames after ``after_seq``, or None when some of them are gone."""
+    if after_seq > seq:
+        return None  # a seq never handed out: the counter was reset since
+    if after_seq < seq and (not kept or kept[0][0] > after_seq + 1):
+        return None
+    return [frame for n, frame in kept if n > after_seq]
 
 
 def seq_of(frame: bytes) -> int:
