@@ -234,6 +234,20 @@ def test_checkup_clinician_admits_patient_hd_video_chat_and_end(
     shot(patient, "patient-in-call")
     shot(clinician, "clinician-in-call")
 
+    # the patient's signaling socket goes away (as when it looks dead): it resumes as the
+    # same peer and the call goes on
+    before = patient.evaluate("window.__citycall.peerId")
+    patient.evaluate("window.__citycall.signaling.reconnectNow()")
+    patient.wait_for_function(
+        "() => window.__citycall.signaling.state === 'open'"
+        " && window.__citycall.signaling.lastSeq > 0"
+    )
+    assert patient.evaluate("window.__citycall.peerId") == before
+    patient.get_by_role("textbox", name="Message").fill("Back after a drop")
+    patient.get_by_role("button", name="Send").click()
+    clinician.locator(".chat-log li", has_text="Back after a drop").wait_for()
+    assert clinician.locator(".tile-remote .tile-state").is_hidden()
+
     # the patient's mute toggle really turns the microphone track off
     patient.get_by_role("button", name="Mute microphone").click()
     assert patient.evaluate(

@@ -577,6 +577,9 @@ class Call {
       get pcs() {
         return [...call.peers.values()].map((e) => e.link.pc);
       },
+      get signaling() {
+        return call.signaling;
+      },
     };
   }
 }

@@ -225,12 +225,7 @@ export class Signaling {
     if (type === "error" && message.code === "resume_failed") {
       // Resumed, but more was missed than the server keeps: start over as a new peer.
       this.inSession = false;
-      const ws = this._ws;
-      if (ws) {
-        ws.onclose = null;
-        ws.close();
-        this._dropped(1006, "resume failed");
-      }
+      this.reconnectNow("resume failed");
       return;
     }
     this._emit(type, message);
@@ -242,17 +237,22 @@ export class Signaling {
     this._pingTimer = setInterval(() => {
       if (Date.now() - this._lastHeard > 2 * every) {
         // Nothing at all for twice the heartbeat: the socket is dead even if it looks open.
-        const ws = this._ws;
-        if (ws) {
-          ws.onclose = null;
-          ws.close();
-          this._dropped(1006, "silent");
-        }
+        this.reconnectNow("silent");
         return;
       }
       this._pings += 1;
       this.send({ type: "ping", id: `p${this._pings}` });
     }, Math.max(1000, every / 2));
+  }
+
+  /** Give up on this socket (it looks dead) and get back on a new one, resuming. */
+  reconnectNow(reason = "client") {
+    const ws = this._ws;
+    if (!ws || this.state !== "open") return;
+    ws.onclose = null;
+    ws.onmessage = null;
+    ws.close();
+    this._dropped(1006, reason);
   }
 
   _dropped(code, reason) {
