@@ -93,19 +93,25 @@ class SignalingNode:
 
     async def detach(self, peer_id: str, entry: Local) -> None:
         """The socket closed: keep the peer's place for the grace time."""
-        if self.local.get(peer_id) is entry:
-            del self.local[peer_id]
-        else:
+        if self.local.get(peer_id) is not entry:
             return  # replaced by a newer socket of the same peer (resume)
-        await self.bus.release(peer_id)
-        if entry.user_id is not None and entry.session_id is None:
-            await self.bus.remove_idle(entry.user_id, peer_id)
-            await self.bus.forget(peer_id)
-            return
+        del self.local[peer_id]
         if entry.session_id is None:
+            await self.bus.release(peer_id)
+            if entry.user_id is not None:
+                await self.bus.remove_idle(entry.user_id, peer_id)
             await self.bus.forget(peer_id)
             return
-        if await self.rooms.disconnected(entry.session_id, peer_id):
+        outcome = await self.rooms.disconnected(entry.session_id, peer_id, self.bus.node_id)
+        if peer_id in self.local:
+            # It resumed on this node while we waited for the room: it is back, not away.
+            if outcome == "away":
+                await self.rooms.resumed(entry.session_id, peer_id)
+            return
+        if outcome == "elsewhere":
+            return  # resumed on another node, which delivers for it now
+        await self.bus.release(peer_id)
+        if outcome == "away":
             self._schedule_expiry(entry.session_id, peer_id, self.grace)
         else:
             await self.bus.forget(peer_id)
@@ -150,7 +156,7 @@ class SignalingNode:
                     log.info(
                         "peer of a dead node", extra={"peer_id": p.peer_id, "node_id": p.node_id}
                     )
-                    await self.rooms.disconnected(session_id, p.peer_id)
+                    await self.rooms.disconnected(session_id, p.peer_id, p.node_id)
                 self._schedule_expiry(session_id, p.peer_id, self.grace)
 
     async def emit(self, event: Event) -> None:

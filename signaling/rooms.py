@@ -183,12 +183,13 @@ class Rooms:
                 raise protocol.ProtocolError(protocol.NOT_WAITING, "that peer is not waiting", ref)
             admitted = replace(who, state=IN_CALL, since=self._clock())
             await self._bus.put_peer(admitted)
+            # The record and the status first: whoever is told next may look at them.
+            await self._joining.record(session_id, "admitted", host.subject, who.subject)
+            await self._set_status(session, SessionStatus.ARRIVED)
             await self.send(target, {"type": "admitted", "session_id": session_id})
             others = [p for p in peers if p.peer_id != target]
             await self._enter_call(session, admitted, others)
             await self._announce_waiting(session_id, [*others, admitted])
-        await self._joining.record(session_id, "admitted", host.subject, who.subject)
-        await self._set_status(session, SessionStatus.ARRIVED)
 
     async def deny(
         self, session_id: str, host_id: str, target: str, reason: str | None, ref: str | None
@@ -334,14 +335,20 @@ class Rooms:
         )
         await self._leave_locked(old, reason)
 
-    async def disconnected(self, session_id: str, peer_id: str) -> bool:
-        """The socket dropped: keep the place, tell the others. False if already gone."""
+    async def disconnected(self, session_id: str, peer_id: str, node_id: str | None = None) -> str:
+        """The socket dropped: keep the place, tell the others.
+
+        Returns ``"away"`` (now reconnecting), ``"gone"`` (no longer in the room) or
+        ``"elsewhere"`` (it has already resumed on another node than ``node_id``).
+        """
         async with self._bus.room_lock(session_id):
             me = await self._bus.get_peer(session_id, peer_id)
             if me is None:
-                return False
+                return "gone"
+            if node_id is not None and me.node_id != node_id:
+                return "elsewhere"
             if me.state == RECONNECTING:
-                return True
+                return "away"
             away = replace(me, state=RECONNECTING, before=me.state, away_since=self._clock())
             await self._bus.put_peer(away)
             if me.state != WAITING:
@@ -350,7 +357,7 @@ class Rooms:
                         await self.send(
                             p.peer_id, {"type": "peer-reconnecting", "peer_id": peer_id}
                         )
-        return True
+        return "away"
 
     async def resumed(self, session_id: str, peer_id: str) -> PeerRecord | None:
         async with self._bus.room_lock(session_id):
