@@ -47,7 +47,7 @@ class ProfileChange:
 def check_time_zone(name: str) -> str:
     try:
         zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # 'Europe' is a folder
         raise InvalidInput(f"unknown time zone {name!r}", field="time_zone") from None
     return name
 

@@ -163,11 +163,6 @@ def test_malformed_form_bodies_are_422(
     assert "unhandled error" not in broker.output()
 
 
-@pytest.mark.xfail(
-    reason="broker/accounts.py check_time_zone: zoneinfo raises IsADirectoryError (an OSError) "
-    "for 'Europe', which is not caught, so the answer is 500",
-    strict=False,
-)
 def test_time_zone_that_names_a_directory_is_422(broker_launcher: BrokerLauncher) -> None:
     broker = broker_launcher.start()
     reply = broker.call(

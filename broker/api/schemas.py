@@ -14,6 +14,7 @@ from broker.domain import ApiKey, Clinic, User
 
 Email = Annotated[str, msgspec.Meta(min_length=3, max_length=320, examples=["pat@example.org"])]
 Password = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+NewPassword = Annotated[str, msgspec.Meta(min_length=10, max_length=1024)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 TimeZone = Annotated[str, msgspec.Meta(min_length=1, max_length=64, examples=["Europe/Berlin"])]
 Opaque = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
@@ -29,7 +30,7 @@ class _Out(msgspec.Struct, frozen=True, kw_only=True):
 
 class RegisterRequest(_In, frozen=True, kw_only=True):
     email: Email
-    password: Password
+    password: NewPassword
     display_name: Name
     role: Literal["patient", "family"]
     time_zone: TimeZone = "UTC"
@@ -37,7 +38,7 @@ class RegisterRequest(_In, frozen=True, kw_only=True):
 
 class StaffRequest(_In, frozen=True, kw_only=True):
     email: Email
-    password: Password
+    password: NewPassword
     display_name: Name
     role: Literal["admin", "clinician"]
     time_zone: TimeZone = "UTC"
