@@ -248,15 +248,21 @@ def test_checkup_clinician_admits_patient_hd_video_chat_and_end(
     clinician.locator(".chat-log li", has_text="Back after a drop").wait_for()
     assert clinician.locator(".tile-remote .tile-state").is_hidden()
 
-    # the patient's mute toggle really turns the microphone track off
-    patient.get_by_role("button", name="Mute microphone").click()
+    # the clinician asks the patient to mute: the patient's microphone goes off, and says so
+    clinician.get_by_role("button", name="Ask to mute (Pat Patient)").click()
+    patient.get_by_role("alert").filter(
+        has_text="Dr. Chris Clinician muted your microphone"
+    ).wait_for()
     assert patient.evaluate(
         "window.__citycall.pcs[0].getSenders().filter(s => s.track?.kind === 'audio')"
         ".every(s => !s.track.enabled)"
     )
-    assert (
-        patient.get_by_role("button", name="Unmute microphone").get_attribute("aria-pressed")
-        == "true"
+    unmute = patient.get_by_role("button", name="Unmute microphone")
+    assert unmute.get_attribute("aria-pressed") == "true"
+    unmute.click()
+    assert patient.evaluate(
+        "window.__citycall.pcs[0].getSenders().filter(s => s.track?.kind === 'audio')"
+        ".every(s => s.track.enabled)"
     )
 
     # the clinician ends the call for everyone (after confirming)

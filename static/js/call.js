@@ -12,6 +12,7 @@ import { h, mount, qualityName } from "./ui.js";
 
 const LINK_TYPES = new Set(["joined", "peer-joined", "offer", "answer", "candidate"]);
 const DEFAULT_QUALITY = { name: "hd", width: 1280, height: 720, frame_rate: 30, max_kbps: 2500 };
+const GUEST_ROLES = { interpreter: "the interpreter", guest: "a guest", family: "a family member" };
 const JOIN_ERRORS = {
   outside_join_window: "This call cannot be joined right now.",
   session_full: "This call is full.",
@@ -125,9 +126,10 @@ class Call {
     this.status.textContent = text;
   }
 
-  showBanner(text) {
+  showBanner(text, kind = "") {
     this.banner.textContent = text || "";
     this.banner.hidden = !text;
+    this.bannerKind = text ? kind : "";
   }
 
   // starting
@@ -288,6 +290,7 @@ class Call {
       this.waitCard,
       h("h3", { class: "wait-position" }, `You are number ${position} in line`),
       h("p", {}, `${who} will let you in. Please stay on this page.`),
+      GUEST_ROLES[this.role] ? h("p", {}, `You join as ${GUEST_ROLES[this.role]}.`) : null,
       h("p", { class: "hint" }, "While you wait, check that you can see yourself below."),
     );
     this.waitCard.hidden = false;
@@ -340,6 +343,15 @@ class Call {
       else if (state === "failed") tile.setState("No connection");
       else if (state === "disconnected") tile.setState("Connection unstable…");
     };
+    if (this.role === "host") {
+      const mute = h("button", { type: "button", class: "button small" }, "Ask to mute");
+      mute.setAttribute("aria-label", `Ask to mute (${this.nameOf(info)})`);
+      mute.addEventListener("click", () => {
+        this.send({ type: "mute", peer: info.peer_id, kind: "audio" });
+        this.setStatus(`Asked ${this.nameOf(info)} to mute.`);
+      });
+      tile.addAction(mute);
+    }
     this.peers.set(info.peer_id, { info, link, tile });
     this.tiles.append(tile.node);
     if (!offerer) this.setStatus(`${this.nameOf(info)} joined.`);
@@ -400,10 +412,10 @@ class Call {
     const who = this.peers.get(m.from) ? this.nameOf(this.peers.get(m.from).info) : "The host";
     if (m.kind === "video") {
       this.setCamera(false);
-      this.showBanner(`${who} turned your camera off. Press “Turn camera on” to show yourself again.`);
+      this.showBanner(`${who} turned your camera off. Press “Turn camera on” to show yourself again.`, "video");
     } else {
       this.setMic(false);
-      this.showBanner(`${who} muted your microphone. Press “Unmute microphone” when you want to talk.`);
+      this.showBanner(`${who} muted your microphone. Press “Unmute microphone” when you want to talk.`, "audio");
     }
   }
 
@@ -480,6 +492,7 @@ class Call {
     this.micButton.textContent = on ? "Mute microphone" : "Unmute microphone";
     this.micButton.setAttribute("aria-pressed", String(!on));
     this.micButton.classList.toggle("off", !on);
+    if (on && this.bannerKind === "audio") this.showBanner("");
   }
 
   setCamera(on) {
@@ -489,6 +502,7 @@ class Call {
     this.cameraButton.setAttribute("aria-pressed", String(!on));
     this.cameraButton.classList.toggle("off", !on);
     this.local.setCameraOff(!on);
+    if (on && this.bannerKind === "video") this.showBanner("");
   }
 
   leave() {

@@ -29,6 +29,15 @@ export class Tile {
     );
   }
 
+  /** A host's button on this tile ("Mute"): small, over the video's top left corner. */
+  addAction(button) {
+    if (!this.tools) {
+      this.tools = h("div", { class: "tile-tools" });
+      this.node.append(this.tools);
+    }
+    this.tools.append(button);
+  }
+
   setName(name) {
     this.caption.textContent = name;
     if (!this.node.classList.contains("tile-local")) this.node.setAttribute("aria-label", `Video of ${name}`);
