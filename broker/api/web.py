@@ -3,6 +3,7 @@ and who is calling."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -51,6 +52,18 @@ class Query:
     format: str | None = None  # e.g. "date-time"
 
 
+_FIELD = re.compile(r"at `\$\.([A-Za-z_]+)")
+
+
+def invalid(exc: msgspec.ValidationError) -> InvalidInput:
+    """A validation failure, naming the top-level field when msgspec says which."""
+    text = str(exc)
+    found = _FIELD.search(text)
+    if found is None:
+        return InvalidInput(text)
+    return InvalidInput(text, field=found.group(1))
+
+
 async def read_body(request: web.Request, kind: type[T]) -> T:
     """Parse and validate a JSON (or, where allowed, form) body into ``kind``."""
     raw = await request.read()
@@ -63,13 +76,13 @@ async def read_body(request: web.Request, kind: type[T]) -> T:
         try:
             return msgspec.convert(data, kind, strict=False)
         except msgspec.ValidationError as exc:
-            raise InvalidInput(str(exc)) from None
+            raise invalid(exc) from None
     if not raw:
         raise InvalidInput("request body is empty; send JSON", code="empty_body")
     try:
         return msgspec.json.decode(raw, type=kind)
     except msgspec.ValidationError as exc:
-        raise InvalidInput(str(exc)) from None
+        raise invalid(exc) from None
     except msgspec.DecodeError:
         raise InvalidInput("request body is not valid JSON", code="malformed_json") from None
 
