@@ -8,7 +8,7 @@ import { ChatPanel, ROLE_NAMES, Tile, WaitingList } from "./callparts.js";
 import { applyQuality, openMedia, stopMedia } from "./media.js";
 import { PeerLink } from "./peer.js";
 import { Signaling } from "./signaling.js";
-import { h, mount, qualityName } from "./ui.js";
+import { h, isolate, mount, qualityName } from "./ui.js";
 
 const LINK_TYPES = new Set(["joined", "peer-joined", "offer", "answer", "candidate"]);
 const DEFAULT_QUALITY = { name: "hd", width: 1280, height: 720, frame_rate: 30, max_kbps: 2500 };
@@ -140,6 +140,7 @@ class Call {
       this.container.hidden = false;
       this.container.classList.add("in-call");
       document.body.classList.add("calling");
+      this.restoreBackground = isolate(this.container);
     }
     const tv = document.body.classList.contains("tv");
     (tv ? this.micButton : this.heading).focus();
@@ -544,6 +545,8 @@ class Call {
     this.media?.then(stopMedia);
     if (!keepSocket) this.signaling?.close();
     document.body.classList.remove("calling");
+    this.restoreBackground?.();
+    this.restoreBackground = null;
     this.options.onFinish?.();
     const back = h("button", { type: "button", class: "button primary huge-ish" }, this.options.api ? "Back to your sessions" : "Close");
     back.addEventListener("click", () => this.close());
@@ -575,6 +578,7 @@ class Call {
       this.container.classList.remove("in-call");
     }
     document.body.classList.remove("calling");
+    this.restoreBackground?.();
     this.options.onClose?.();
   }
 

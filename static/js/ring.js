@@ -3,7 +3,7 @@
 // it into the call); calls from trusted contacts (`auto_answer`) are accepted by themselves.
 
 import { Signaling } from "./signaling.js";
-import { h, mount } from "./ui.js";
+import { h, isolate, mount } from "./ui.js";
 
 const RETRY_MS = [1000, 2000, 5000, 10000, 30000];
 
@@ -127,6 +127,7 @@ export class Ringer {
     this.ringing = { ring, overlay, info: null, name: null, title: document.title };
     document.title = "Incoming call – CityCall";
     document.body.append(overlay);
+    this.ringing.restore = isolate(overlay);
     if (ring.auto_answer) {
       mount(overlay.querySelector(".actions"), h("p", { class: "tv-status", role: "status" }, "Answering…"));
       this._accept();
@@ -178,6 +179,7 @@ export class Ringer {
     const ringing = this.ringing;
     if (!ringing) return;
     this.ringing = null;
+    ringing.restore?.();
     ringing.overlay.remove();
     document.title = ringing.title;
   }

@@ -97,6 +97,9 @@ export class Signaling {
     this.state = "connecting";
     const welcome = await this._connect(false);
     this.state = "open";
+    const queued = this._queue;
+    this._queue = [];
+    for (const message of queued) this.send(message);
     return welcome;
   }
 

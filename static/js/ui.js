@@ -175,7 +175,9 @@ export function arrowNavigation(root) {
       (target instanceof HTMLInputElement && !["button", "checkbox", "radio"].includes(target.type));
     if (typing && (event.key === "ArrowLeft" || event.key === "ArrowRight")) return;
     if (target instanceof HTMLSelectElement) return;
-    const items = [...root.querySelectorAll(FOCUSABLE)].filter((n) => n.offsetParent !== null);
+    const items = [...root.querySelectorAll(FOCUSABLE)].filter(
+      (n) => n.offsetParent !== null && !n.closest("[inert]"),
+    );
     if (!items.length) return;
     const at = items.indexOf(document.activeElement);
     const next = at === -1 ? 0 : Math.min(items.length - 1, Math.max(0, at + step));
@@ -183,6 +185,24 @@ export function arrowNavigation(root) {
     items[next].scrollIntoView({ block: "nearest" });
     event.preventDefault();
   });
+}
+
+/**
+ * Make everything on the page except `node` inert (not focusable, hidden from screen
+ * readers), as for a full-screen dialog. Returns a function that undoes it.
+ */
+export function isolate(node) {
+  const changed = [];
+  for (let at = node; at && at !== document.body && at.parentElement; at = at.parentElement) {
+    for (const sibling of at.parentElement.children) {
+      if (sibling === at || sibling.inert || ["SCRIPT", "STYLE"].includes(sibling.tagName)) continue;
+      sibling.inert = true;
+      changed.push(sibling);
+    }
+  }
+  return () => {
+    for (const sibling of changed) sibling.inert = false;
+  };
 }
 
 /** Download a Blob under `filename` through a short-lived object URL. */
