@@ -203,13 +203,33 @@ def test_checkup_clinician_admits_patient_hd_video_chat_and_end(
     )
     shot(patient, "patient-waiting")
 
-    # the clinician joins, sees the waiting room, admits the patient
+    # a guest with an invite link waits behind her
+    staff = login_api(broker, CLINICIAN)["access_token"]
+    sessions = broker.call("GET", "/api/v1/sessions", token=staff).json()["items"]
+    checkup_id = next(s["id"] for s in sessions if s["title"] == CHECKUP)
+    invite = broker.call(
+        "POST",
+        f"/api/v1/sessions/{checkup_id}/invites",
+        {"role": "guest", "display_name": "Gus Guest"},
+        token=staff,
+    ).json()
+    guest = new_page(browser, watch, "guest", PHONE)
+    guest.goto(invite["url"])
+    guest.get_by_role("heading", name="You are number 2 in line").wait_for()
+
+    # the clinician joins, sees the waiting room in order, turns the guest away, admits Pat
     log_in_and_join(clinician, broker, CLINICIAN)
     room = clinician.locator(".waiting-room")
     admit = room.get_by_role("button", name="Admit Pat Patient")
     admit.wait_for()
-    assert "number 1 in line" in room.inner_text()
+    waiting = room.locator("li")
+    assert waiting.nth(0).locator(".waiting-name").inner_text() == "Pat Patient"
+    assert waiting.nth(1).locator(".waiting-name").inner_text() == "Gus Guest"
     shot(clinician, "clinician-waiting-room")
+    room.get_by_role("button", name="Deny Gus Guest").click()
+    guest.get_by_role("heading", name="The clinician could not let you in").wait_for()
+    shot(guest, "guest-denied")
+    assert waiting.count() == 1
     admit.click()
 
     # both receive HD video

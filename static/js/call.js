@@ -264,7 +264,10 @@ class Call {
       case "removed":
         return this.finish("You were removed from the call", "The host ended your part in this call.");
       case "denied":
-        return this.finish("The clinician could not let you in", m.reason ? `Reason given: ${m.reason}` : "Please contact your clinic.");
+        return this.finish(
+          "The clinician could not let you in",
+          m.reason ? `Reason given: ${m.reason}` : this.options.api ? "Please contact your clinic." : "Please ask the person who invited you.",
+        );
       case "replaced":
         return this.finish("You joined from another device", "This call continues on your other device. This screen has stopped.");
       case "error":
@@ -548,27 +551,31 @@ class Call {
     this.restoreBackground?.();
     this.restoreBackground = null;
     this.options.onFinish?.();
-    const back = h("button", { type: "button", class: "button primary huge-ish" }, this.options.api ? "Back to your sessions" : "Close");
-    back.addEventListener("click", () => this.close());
-    const actions = [back];
+    const actions = [];
+    if (this.options.api || this.options.onClose) {
+      // signed in: back to the sessions list (a guest's page has nothing behind the call)
+      const back = h("button", { type: "button", class: "button primary huge-ish" }, "Back to your sessions");
+      back.addEventListener("click", () => this.close());
+      actions.push(back);
+    }
     if (retry && this.grant.join_token) {
       const again = h("button", { type: "button", class: "button huge-ish" }, "Try again");
       again.addEventListener("click", () => startCall(this.grant, this.container, this.options));
       actions.unshift(again);
     }
-    const heading = h("h2", { id: "call-end-heading" }, title);
+    const heading = h("h2", { id: "call-end-heading", tabindex: "-1" }, title);
     this.endScreen = h(
       "section",
       { class: "call-ended card", "aria-labelledby": "call-end-heading", role: "alert" },
       heading,
       text ? h("p", {}, text) : null,
-      h("div", { class: "actions" }, ...actions),
+      actions.length ? h("div", { class: "actions" }, ...actions) : h("p", { class: "hint" }, "You can close this page now."),
     );
     if (this.container) {
       mount(this.container, this.endScreen);
       this.container.classList.remove("in-call");
     }
-    actions[0].focus();
+    (actions[0] || heading).focus();
   }
 
   close() {

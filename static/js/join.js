@@ -81,7 +81,7 @@ async function redeem() {
 }
 
 function welcome(grant) {
-  mount(app, h("h1", {}, "Welcome"), h("div", { id: "call", class: "call-area" }));
+  mount(app, h("h1", { class: "visually-hidden" }, "Your call"), h("div", { id: "call", class: "call-area" }));
   startCall(grant, document.getElementById("call"));
 }
 
