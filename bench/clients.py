@@ -30,6 +30,9 @@ from bench.common import DATA
 
 PASSWORD = "bench-password-1"
 WS_MAX = 4 * 1024 * 1024
+# permessage-deflate window bits the client sockets offer (0: none). Browsers always offer it;
+# aiohttp's client does not unless asked. ``bench.relay --compress`` sets it.
+COMPRESS = 0
 
 
 def sdp_template() -> str:
@@ -212,7 +215,7 @@ async def broker_socket(
     http: aiohttp.ClientSession, ws_url: str, token: str, join: bool = True
 ) -> Sock:
     """hello (join or access token) -> welcome, then join -> joined when ``join``."""
-    ws = await http.ws_connect(ws_url, max_msg_size=WS_MAX, autoping=True)
+    ws = await http.ws_connect(ws_url, max_msg_size=WS_MAX, autoping=True, compress=COMPRESS)
     await ws.send_str(json.dumps({"type": "hello", "token": token}))
     welcome = await expect(ws, "welcome")
     if join:
@@ -222,7 +225,7 @@ async def broker_socket(
 
 
 async def bare_socket(http: aiohttp.ClientSession, ws_url: str, peer: str) -> Sock:
-    ws = await http.ws_connect(ws_url, max_msg_size=WS_MAX, autoping=True)
+    ws = await http.ws_connect(ws_url, max_msg_size=WS_MAX, autoping=True, compress=COMPRESS)
     await ws.send_str(json.dumps({"type": "hello", "peer": peer}))
     await expect(ws, "welcome")
     return Sock(ws, peer)

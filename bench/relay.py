@@ -218,6 +218,8 @@ def report(results: dict[str, Any]) -> str:
         "delivered",
     )
     title = f"relay: medians of {p['rounds']} rounds, {p['pairs']} pairs per server"
+    if p.get("compress"):
+        title += ", clients offer permessage-deflate"
     return table(title, headers, rows)
 
 
@@ -231,6 +233,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--refill", type=float, default=1.0, help="pause between rounds")
     parser.add_argument("--sizes", nargs="+", default=["sdp", "candidate"])
     parser.add_argument(
+        "--compress",
+        action="store_true",
+        help="clients offer permessage-deflate, as browsers do",
+    )
+    parser.add_argument(
         "--variant",
         default="",
         help="also a broker with what-if patches (bench/broker_variant.py), e.g. uvloop,sdp",
@@ -240,9 +247,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    clients.COMPRESS = 15 if args.compress else 0
     results = run_loop(run(args))
     print(report(results))
-    print(f"results: {write_results('relay', results)}")
+    name = "relay-compress" if args.compress else "relay"
+    print(f"results: {write_results(name, results)}")
     return results
 
 
