@@ -315,6 +315,13 @@ class LoopThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def stop(self) -> None:
+        async def cancel_the_rest() -> None:
+            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in rest:
+                task.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
+
+        self.run(cancel_the_rest(), timeout=10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
         self.loop.close()
@@ -339,18 +346,19 @@ def test_browser_patient_and_aiortc_clinician_video_both_ways(
     broker = broker_launcher.start(extra_args=("--demo",))
     camera = PatternTrack()
 
-    async def clinician_joins() -> tuple[BrokerClient, str]:
+    staff = login_api(broker, CLINICIAN)["access_token"]
+    sessions = broker.call("GET", "/api/v1/sessions", token=staff).json()["items"]
+    checkup_id = next(s["id"] for s in sessions if s["title"] == CHECKUP)
+
+    async def clinician_joins() -> BrokerClient:
         doc = await BrokerClient.login(
             broker.url, CLINICIAN, PASSWORD, tracks=[camera], ice_servers=[]
         )
-        assert doc.access_token is not None
-        sessions = await doc._rest("GET", "/api/v1/sessions")
-        session_id = next(s["id"] for s in sessions["items"] if s["title"] == CHECKUP)
-        await doc.join_session(session_id)
+        await doc.join_session(checkup_id)
         await doc.wait_for("joined")
-        return doc, session_id
+        return doc
 
-    doc, _ = aio.run(clinician_joins())
+    doc = aio.run(clinician_joins())
     try:
         patient = new_page(browser, watch, "patient", PHONE)
         log_in_and_join(patient, broker, PATIENT)
