@@ -78,6 +78,16 @@ INBOUND_VIDEO = """async () => {
 }"""
 
 
+# how the page sends its camera: the session's bitrate cap, resolution kept over frame rate
+VIDEO_SENDER = """() => {
+  const sender = window.__citycall.pcs[0].getSenders().find((s) => s.track?.kind === "video");
+  const params = sender.getParameters();
+  return {maxBitrate: params.encodings[0].maxBitrate,
+          degradationPreference: params.degradationPreference,
+          contentHint: sender.track.contentHint};
+}"""
+
+
 def _missing(what: str) -> NoReturn:
     """Fail in CI (where every real part must run), skip on a developer's machine."""
     if os.environ.get("CI") == "true":
@@ -235,6 +245,14 @@ def test_checkup_clinician_admits_patient_hd_video_chat_and_end(
     # both receive HD video
     found = wait_for_hd({"patient": patient, "clinician": clinician})
     assert all(len(videos) == 1 for videos in found.values()), found
+    max_kbps = next(s for s in sessions if s["id"] == checkup_id)["quality"]["max_kbps"]
+    for page in (patient, clinician):
+        sending = page.evaluate(VIDEO_SENDER)
+        assert sending == {
+            "maxBitrate": max_kbps * 1000,
+            "degradationPreference": "maintain-resolution",
+            "contentHint": "detail",
+        }
     clinician.locator(".tile-remote", has_text="Pat Patient").wait_for()
     patient.locator(".tile-remote", has_text="Dr. Chris Clinician").wait_for()
     assert room.get_by_text("Nobody is waiting.").is_visible()
