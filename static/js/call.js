@@ -4,11 +4,12 @@
 // A TV that answers a ring hands over its already open idle socket instead
 // (options.signaling + options.accept). Signaling: signaling.js; WebRTC: peer.js.
 
-import { ChatPanel, ROLE_NAMES, Tile, WaitingList } from "./callparts.js";
+import { ROLE_NAMES, Tile } from "./callparts.js";
+import { CallScreen, endScreen } from "./callscreen.js";
 import { applyQuality, openMedia, stopMedia } from "./media.js";
 import { PeerLink } from "./peer.js";
 import { Signaling } from "./signaling.js";
-import { h, isolate, mount, qualityName } from "./ui.js";
+import { h, isolate, mount } from "./ui.js";
 
 const LINK_TYPES = new Set(["joined", "peer-joined", "offer", "answer", "candidate"]);
 const DEFAULT_QUALITY = { name: "hd", width: 1280, height: 720, frame_rate: 30, max_kbps: 2500 };
@@ -49,109 +50,61 @@ class Call {
     this.cameraOn = true;
     this.unsubscribe = [];
     this._chain = Promise.resolve();
-    this._build();
-  }
-
-  // the screen
-
-  _build() {
-    const tv = document.body.classList.contains("tv");
-    this.status = h("p", { class: "call-status", role: "status" }, "Connecting…");
-    this.banner = h("p", { class: "call-banner notice", role: "alert", hidden: true });
-    this.heading = h("h2", { id: "call-heading", tabindex: "-1" }, this.session?.title || "Your call");
-    this.waitCard = h("div", { class: "wait-card", hidden: true });
-    this.emptyStage = h("p", { class: "stage-empty", hidden: true });
-    this.tiles = h("div", { class: "tiles" });
-    this.local = new Tile("You", { local: true });
-    this.waitingList = new WaitingList({
+    this.screen = new CallScreen({
+      title: this.session?.title,
+      quality: this.quality,
+      tv: document.body.classList.contains("tv"),
       nameOf: (peer) => this.nameOf(peer),
-      onAdmit: (peer) => this.send({ type: "admit", peer: peer.peer_id }),
-      onDeny: (peer) => this.send({ type: "deny", peer: peer.peer_id }),
+      on: {
+        mic: () => this.setMic(!this.micOn),
+        camera: () => this.setCamera(!this.cameraOn),
+        leave: () => this.leave(),
+        end: () => {
+          this._endedByMe = true;
+          this.send({ type: "end" });
+        },
+        chat: (text) => this.send({ type: "chat", text }),
+        admit: (peer) => this.send({ type: "admit", peer: peer.peer_id }),
+        deny: (peer) => this.send({ type: "deny", peer: peer.peer_id }),
+      },
     });
-    this.waitingList.node.hidden = true;
-    this.chat = new ChatPanel({ onSend: (text) => this.send({ type: "chat", text }) });
-    this.chat.setEnabled(false);
-
-    this.micButton = this._button("Mute microphone", () => this.setMic(!this.micOn));
-    this.cameraButton = this._button("Turn camera off", () => this.setCamera(!this.cameraOn));
-    this.leaveButton = this._button("Leave", () => this.leave(), "danger");
-    this.endButton = this._button("End for everyone…", () => this.askEnd(), "danger");
-    this.endButton.hidden = true;
-    this.confirm = h("div", { class: "confirm call-confirm", hidden: true });
-
-    this.screen = h(
-      "section",
-      { class: `call-screen${tv ? " call-tv" : ""}`, "aria-labelledby": "call-heading" },
-      h(
-        "header",
-        { class: "call-top" },
-        this.heading,
-        h("span", { class: "badge badge-quality", title: `${this.quality.width}×${this.quality.height}` }, qualityName(this.quality)),
-        this.status,
-      ),
-      this.banner,
-      h(
-        "div",
-        { class: "call-body" },
-        h("div", { class: "call-stage" }, this.waitCard, this.emptyStage, this.tiles, this.local.node),
-        h("aside", { class: "call-side", "aria-label": "Waiting room and chat" }, this.waitingList.node, this.chat.node),
-      ),
-      h(
-        "div",
-        { class: "call-controls", role: "group", "aria-label": "Call controls" },
-        this.micButton,
-        this.cameraButton,
-        this.leaveButton,
-        this.endButton,
-      ),
-      this.confirm,
-    );
-    this.screen.classList.add("phase-connecting");
-  }
-
-  _button(text, onClick, kind = "") {
-    const button = h("button", { type: "button", class: `button huge-ish ${kind}`.trim() }, text);
-    button.addEventListener("click", onClick);
-    return button;
+    this.waitingList = this.screen.waitingList;
   }
 
   _phase(phase) {
-    this.screen.classList.remove(`phase-${this.phase}`);
     this.phase = phase;
-    this.screen.classList.add(`phase-${phase}`);
+    this.screen.setPhase(phase);
     this._expose();
   }
 
   setStatus(text) {
-    this.status.textContent = text;
+    this.screen.setStatus(text);
   }
 
   showBanner(text, kind = "") {
-    this.banner.textContent = text || "";
-    this.banner.hidden = !text;
-    this.bannerKind = text ? kind : "";
+    this.screen.showBanner(text, kind);
   }
 
   // starting
 
   start() {
     if (this.container) {
-      mount(this.container, this.screen);
+      mount(this.container, this.screen.node);
       this.container.hidden = false;
       this.container.classList.add("in-call");
       document.body.classList.add("calling");
       this.restoreBackground = isolate(this.container);
     }
     const tv = document.body.classList.contains("tv");
-    (tv ? this.micButton : this.heading).focus();
+    (tv ? this.screen.mic : this.screen.heading).focus();
     this._expose();
     this.media = openMedia(this.quality).then(({ stream, problem }) => {
       this.stream = stream;
       if (problem) this.showBanner(problem);
-      this.local.show(stream);
-      this.local.setCameraOff(stream.getVideoTracks().length === 0);
-      this.micButton.disabled = stream.getAudioTracks().length === 0;
-      this.cameraButton.disabled = stream.getVideoTracks().length === 0;
+      this.screen.local.show(stream);
+      this.screen.local.setCameraOff(stream.getVideoTracks().length === 0);
+      this.screen.mic.disabled = stream.getAudioTracks().length === 0;
+      this.screen.camera.disabled = stream.getVideoTracks().length === 0;
       if (this.phase === "ended") stopMedia(stream);
       return stream;
     });
@@ -201,7 +154,7 @@ class Call {
       return; // names stay "Clinician", "Patient": good enough
     }
     for (const p of this.session.participants || []) this.people.set(p.user_id, p);
-    this.heading.textContent = this.session.title;
+    this.screen.setTitle(this.session.title);
     for (const entry of this.peers.values()) entry.tile.setName(this.nameOf(entry.info));
     this.waitingList.update(this.waitingList.waiting);
   }
@@ -289,16 +242,7 @@ class Call {
   _waiting(position) {
     this._phase("waiting");
     const host = [...this.people.values()].find((p) => p.role === "host")?.display_name;
-    const who = host || "The clinician";
-    mount(
-      this.waitCard,
-      h("h3", { class: "wait-position" }, `You are number ${position} in line`),
-      h("p", {}, `${who} will let you in. Please stay on this page.`),
-      GUEST_ROLES[this.role] ? h("p", {}, `You join as ${GUEST_ROLES[this.role]}.`) : null,
-      h("p", { class: "hint" }, "While you wait, check that you can see yourself below."),
-    );
-    this.waitCard.hidden = false;
-    this.setStatus(`Waiting room: number ${position} in line`);
+    this.screen.showWaiting(position, host || "The clinician", GUEST_ROLES[this.role]);
   }
 
   _joined(m) {
@@ -308,13 +252,8 @@ class Call {
       this.quality = m.quality;
       applyQuality(this.stream, m.quality);
     }
-    this.waitCard.hidden = true;
     this._phase("in-call");
-    this.chat.setEnabled(true);
-    const host = m.role === "host";
-    this.endButton.hidden = !host;
-    this.waitingList.node.hidden = !host;
-    this.setStatus("In the call");
+    this.screen.showInCall(m.role === "host");
     for (const peer of m.peers || []) this._addPeer(peer, true);
     this._updateStage();
   }
@@ -357,7 +296,7 @@ class Call {
       tile.addAction(mute);
     }
     this.peers.set(info.peer_id, { info, link, tile });
-    this.tiles.append(tile.node);
+    this.screen.tiles.append(tile.node);
     if (!offerer) this.setStatus(`${this.nameOf(info)} joined.`);
     this._updateStage();
   }
@@ -376,17 +315,13 @@ class Call {
   }
 
   _updateStage() {
-    const n = this.peers.size;
-    this.tiles.className = `tiles tiles-${Math.min(n, 4)}`;
-    const alone = this.phase === "in-call" && n === 0;
-    this.emptyStage.hidden = !alone;
-    if (alone) {
-      const waiting = this.waitingList.waiting.length;
-      this.emptyStage.textContent =
-        this.role === "host" && waiting
-          ? `${this.nameOf(this.waitingList.waiting[0])} is waiting. Press “Admit” to let them in.`
-          : "Nobody else is here yet.";
-    }
+    const first = this.waitingList.waiting[0];
+    this.screen.updateStage(
+      this.peers.size,
+      this.role === "host" && first
+        ? `${this.nameOf(first)} is waiting. Press “Admit” to let them in.`
+        : "Nobody else is here yet.",
+    );
   }
 
   _peerResumed(peerId) {
@@ -409,7 +344,7 @@ class Call {
     const mine = m.from === this.selfId;
     const entry = this.peers.get(m.from);
     const author = mine ? "You" : entry ? this.nameOf(entry.info) : "Someone";
-    this.chat.add(author, String(m.text ?? ""), m.at, mine);
+    this.screen.chat.add(author, String(m.text ?? ""), m.at, mine);
   }
 
   _muteRequest(m) {
@@ -429,7 +364,7 @@ class Call {
       this.setStatus("That person is no longer waiting.");
     } else if (m.code === "forbidden") {
       this.waitingList.release();
-      this.endButton.hidden = true;
+      this.screen.end.hidden = true;
     } else if (JOIN_ERRORS[m.code] && this.phase !== "in-call") {
       this.finish(JOIN_ERRORS[m.code], m.code === "outside_join_window" ? "Check the time of the call and try again later." : "");
     } else if (m.code !== "rate_limited" && m.code !== "already_joined") {
@@ -439,7 +374,7 @@ class Call {
 
   _resumed() {
     this.showBanner("");
-    this.setStatus(this.phase === "waiting" ? this.status.textContent : "In the call");
+    if (this.phase === "in-call") this.setStatus("In the call");
     for (const entry of this.peers.values()) {
       if (entry.link.stalled) entry.link.restartIce(this.signaling.iceServers);
     }
@@ -493,20 +428,13 @@ class Call {
   setMic(on) {
     this.micOn = on;
     for (const track of this.stream?.getAudioTracks() || []) track.enabled = on;
-    this.micButton.textContent = on ? "Mute microphone" : "Unmute microphone";
-    this.micButton.setAttribute("aria-pressed", String(!on));
-    this.micButton.classList.toggle("off", !on);
-    if (on && this.bannerKind === "audio") this.showBanner("");
+    this.screen.setMic(on);
   }
 
   setCamera(on) {
     this.cameraOn = on;
     for (const track of this.stream?.getVideoTracks() || []) track.enabled = on;
-    this.cameraButton.textContent = on ? "Turn camera off" : "Turn camera on";
-    this.cameraButton.setAttribute("aria-pressed", String(!on));
-    this.cameraButton.classList.toggle("off", !on);
-    this.local.setCameraOff(!on);
-    if (on && this.bannerKind === "video") this.showBanner("");
+    this.screen.setCamera(on);
   }
 
   leave() {
@@ -515,27 +443,6 @@ class Call {
     // The server closes the socket after `leave`; close it ourselves if it does not.
     const signaling = this.signaling;
     setTimeout(() => signaling?.close(), 1500);
-  }
-
-  askEnd() {
-    const yes = h("button", { type: "button", class: "button danger" }, "Yes, end it for everyone");
-    const no = h("button", { type: "button", class: "button" }, "No, stay");
-    no.addEventListener("click", () => {
-      this.confirm.hidden = true;
-      this.endButton.focus();
-    });
-    yes.addEventListener("click", () => {
-      yes.disabled = true;
-      this._endedByMe = true;
-      this.send({ type: "end" });
-    });
-    mount(
-      this.confirm,
-      h("p", {}, "End the call for everyone? Nobody can join it again."),
-      h("div", { class: "actions" }, yes, no),
-    );
-    this.confirm.hidden = false;
-    no.focus();
   }
 
   /** The call is over for us: stop everything and say why. */
@@ -552,30 +459,19 @@ class Call {
     this.restoreBackground = null;
     this.options.onFinish?.();
     const actions = [];
+    if (retry && this.grant.join_token) {
+      actions.push(["Try again", () => startCall(this.grant, this.container, this.options), false]);
+    }
     if (this.options.api || this.options.onClose) {
       // signed in: back to the sessions list (a guest's page has nothing behind the call)
-      const back = h("button", { type: "button", class: "button primary huge-ish" }, "Back to your sessions");
-      back.addEventListener("click", () => this.close());
-      actions.push(back);
+      actions.push(["Back to your sessions", () => this.close(), !retry]);
     }
-    if (retry && this.grant.join_token) {
-      const again = h("button", { type: "button", class: "button huge-ish" }, "Try again");
-      again.addEventListener("click", () => startCall(this.grant, this.container, this.options));
-      actions.unshift(again);
-    }
-    const heading = h("h2", { id: "call-end-heading", tabindex: "-1" }, title);
-    this.endScreen = h(
-      "section",
-      { class: "call-ended card", "aria-labelledby": "call-end-heading", role: "alert" },
-      heading,
-      text ? h("p", {}, text) : null,
-      actions.length ? h("div", { class: "actions" }, ...actions) : h("p", { class: "hint" }, "You can close this page now."),
-    );
+    const end = endScreen(title, text, actions);
     if (this.container) {
-      mount(this.container, this.endScreen);
+      mount(this.container, end.node);
       this.container.classList.remove("in-call");
     }
-    (actions[0] || heading).focus();
+    end.focus.focus();
   }
 
   close() {
