@@ -296,6 +296,7 @@ class Call {
       tile.addAction(mute);
     }
     this.peers.set(info.peer_id, { info, link, tile });
+    this._hadPeers = true;
     this.screen.tiles.append(tile.node);
     if (!offerer) this.setStatus(`${this.nameOf(info)} joined.`);
     this._updateStage();
@@ -320,7 +321,9 @@ class Call {
       this.peers.size,
       this.role === "host" && first
         ? `${this.nameOf(first)} is waiting. Press “Admit” to let them in.`
-        : "Nobody else is here yet.",
+        : this._hadPeers
+          ? "Nobody else is in the call now."
+          : "Nobody else is here yet.",
     );
   }
 
