@@ -187,10 +187,11 @@ def test_patient_logs_in_sees_checkups_and_joins(
     shot(page, "patient-sessions")
 
     join.click()
-    panel = page.locator(".call-panel")
-    panel.get_by_text("Ready: signaling connects here").wait_for()
-    assert "HD" in panel.inner_text()
-    assert "1280\N{MULTIPLICATION SIGN}720" in panel.inner_text()
+    call = page.locator(".call-screen")
+    call.get_by_role("heading", name="You are number 1 in line").wait_for()
+    quality = call.locator(".badge-quality")
+    assert quality.inner_text() == "HD"
+    assert quality.get_attribute("title") == "1280\N{MULTIPLICATION SIGN}720"
     shot(page, "patient-ready")
 
     # tokens live in sessionStorage only, and a stale access token is refreshed on a 401
@@ -260,7 +261,7 @@ def test_tv_pairs_from_a_phone_and_joins_with_the_remote(
     assert tv.evaluate("document.activeElement.textContent") == "Unpair this TV"
     tv.keyboard.press("ArrowDown")
     tv.keyboard.press("Enter")
-    tv.locator(".call-panel").get_by_text("Ready: signaling connects here").wait_for()
+    tv.locator(".call-screen").get_by_text("Nobody else is here yet.").wait_for()
     shot(tv, "tv-ready")
 
     tokens = tv.evaluate("JSON.parse(sessionStorage.getItem('citycall.tv'))")
@@ -291,8 +292,7 @@ def test_guest_link_joins_once_and_explains_bad_links(
     link = invite("Blood pressure check-up")
     guest = new_page(browser, watch, "guest")
     guest.goto(link["url"])
-    guest.locator(".call-panel").get_by_text("Ready: signaling connects here").wait_for()
-    assert "interpreter" in guest.locator(".call-panel").inner_text()
+    guest.locator(".call-screen").get_by_role("heading", name="You are number 1 in line").wait_for()
     assert "invite" not in guest.url  # the fragment is gone from the address bar
     shot(guest, "guest-ready")
 
