@@ -21,6 +21,7 @@ from broker.scheduling.joining import JOIN_AUDIENCE, Joining
 from broker.tokens import Tokens
 from broker.turn import ice_servers
 from signaling import protocol
+from signaling.bus.base import BusUnavailable
 from signaling.connection import Connection, monotonic
 from signaling.node import Local, SignalingNode
 
@@ -94,7 +95,10 @@ class SignalingHandler:
         try:
             await self._read(ws, conn, entry, peer_id, identity, resumed)
         finally:
-            await self.node.detach(peer_id, entry)
+            try:
+                await self.node.detach(peer_id, entry)
+            except BusUnavailable:
+                log.warning("bus unavailable; peer not marked away", extra={"peer_id": peer_id})
 
     async def _identify(self, hello: protocol.Hello) -> Identity:
         try:

@@ -12,7 +12,7 @@ from typing import Any
 
 from broker.scheduling.model import Event
 from signaling import protocol
-from signaling.bus.base import Bus
+from signaling.bus.base import Bus, BusUnavailable
 from signaling.connection import Connection
 from signaling.rooms import RECONNECTING, Rooms
 
@@ -42,6 +42,7 @@ class SignalingNode:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
+        self._closed = False
 
     async def start(self) -> None:
         await self.bus.start(self._deliver)
@@ -170,10 +171,15 @@ class SignalingNode:
         """Tell every local client to reconnect (elsewhere) and keep their places."""
         for loop_task in self._loops:
             loop_task.cancel()
+        if self._closed:
+            return
+        self._closed = True
         for peer_id, entry in list(self.local.items()):
+            # Keep its place first (the others see peer-reconnecting), then send it away.
+            with contextlib.suppress(BusUnavailable):
+                await self.detach(peer_id, entry)
             entry.conn.push_message({"type": "reconnect", "reason": "shutdown"})
             await entry.conn.finish()
-            await self.detach(peer_id, entry)
         for timer in self._timers.values():
             timer.cancel()
         for task in list(self._tasks):

@@ -116,7 +116,10 @@ async def test_shutdown_sends_clients_to_another_node(two_nodes: Any) -> None:
         told = await guest.expect("reconnect")
         assert told["reason"] == "shutdown"
         resume = guest.resume_info()
-        await host.expect("peer-reconnecting", timeout=20)
+        try:
+            await host.expect("peer-reconnecting", timeout=20)
+        except TimeoutError:
+            raise AssertionError(a.output()[-3000:]) from None
         await host.send(type="chat", text="still here")
         back = await open_peer(http, _ws(b), _join(b, call.patient, call.session_id), resume)
         assert back.welcome["resumed"] is True
