@@ -19,7 +19,14 @@ from broker.api import preflight as preflight_api
 from broker.api import sessions as sessions_api
 from broker.api import standards as standards_api
 from broker.api import webhooks as webhooks_api
-from broker.api.context import METRICS, SERVICES, SETTINGS, Services
+from broker.api.context import (
+    METRICS,
+    READY_CHECKS,
+    SERVICES,
+    SETTINGS,
+    Probes,
+    Services,
+)
 from broker.api.middleware import cors, observe, problems, security_headers
 from broker.api.web import Route, with_auth
 from broker.apikeys import ApiKeys
@@ -151,6 +158,7 @@ def create_app(settings: Settings, hash_params: HashParams | None = None) -> web
             svc = app[SERVICES] = await build_services(settings, store, events, hash_params)
             handler = await start_signaling(settings, svc)
             app[SIGNALING] = handler
+            app[READY_CHECKS] = Probes((("bus", handler.node.bus.ping),))
             events.sinks.append(handler.node)
             sweeper = Sweeper(
                 store,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -35,6 +36,16 @@ class Services:
 
 
 SETTINGS = web.AppKey("settings", Settings)
+
+
+@dataclass(frozen=True, slots=True)
+class Probes:
+    """Readiness probes by name (the signaling bus), besides the store's."""
+
+    items: tuple[tuple[str, Callable[[], Awaitable[None]]], ...] = ()
+
+
+READY_CHECKS = web.AppKey("ready_checks", Probes)
 METRICS = web.AppKey("metrics", Metrics)
 SERVICES = web.AppKey("services", Services)
 

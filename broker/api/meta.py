@@ -8,7 +8,7 @@ import logging
 from aiohttp import web
 
 from broker.api import schemas as s
-from broker.api.context import METRICS, SETTINGS, services
+from broker.api.context import METRICS, READY_CHECKS, SETTINGS, services
 from broker.api.web import Route, respond
 from broker.device import GRANT_TYPE
 from broker.domain import utcnow
@@ -24,12 +24,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     checks: dict[str, str] = {}
-    try:
-        await asyncio.wait_for(services(request).store.ping(), READY_TIMEOUT)
-        checks["store"] = "ok"
-    except Exception as exc:  # any failure means not ready
-        log.warning("store not ready", extra={"error": type(exc).__name__})
-        checks["store"] = "unavailable"
+    extra = request.app[READY_CHECKS].items if READY_CHECKS in request.app else ()
+    for name, ping in (("store", services(request).store.ping), *extra):
+        try:
+            await asyncio.wait_for(ping(), READY_TIMEOUT)
+            checks[name] = "ok"
+        except Exception as exc:  # any failure means not ready
+            log.warning("not ready", extra={"check": name, "error": type(exc).__name__})
+            checks[name] = "unavailable"
     ready = all(v == "ok" for v in checks.values())
     return respond(
         s.Health(status="ok" if ready else "unavailable", checks=checks), 200 if ready else 503

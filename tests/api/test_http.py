@@ -161,14 +161,14 @@ async def test_healthz(client: Client) -> None:
 async def test_readyz(client: Client) -> None:
     resp = await client.get("/readyz")
     assert resp.status == 200
-    assert await resp.json() == {"status": "ok", "checks": {"store": "ok"}}
+    assert await resp.json() == {"status": "ok", "checks": {"store": "ok", "bus": "ok"}}
 
 
 async def test_readyz_reports_an_unreachable_store(client: Client) -> None:
     await app_services(client).store.close()
     resp = await client.get("/readyz")
     assert resp.status == 503
-    assert await resp.json() == {"status": "unavailable", "checks": {"store": "unavailable"}}
+    assert await resp.json() == {"status": "unavailable", "checks": {"store": "unavailable", "bus": "ok"}}
     assert (await client.get("/healthz")).status == 200  # the process itself is fine
 
 
