@@ -172,6 +172,7 @@ class SignalingHandler:
             await self.node.attach(peer_id, entry, None)
             if who.session_id is None:
                 await self.node.bus.add_idle(who.subject, peer_id)
+                await self.node.rooms.ring_pending(who.subject, peer_id)
         log.info(
             "socket authenticated",
             extra={"peer_id": peer_id, "resumed": resumed, "session_id": who.session_id},

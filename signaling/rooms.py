@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from broker.errors import BrokerError
@@ -20,6 +20,7 @@ from broker.scheduling.joining import Joining
 from broker.scheduling.model import PROFILES, ParticipantRole, Session, SessionKind, SessionStatus
 from broker.scheduling.service import make_event
 from broker.store.base import Store
+from broker.store.schedule_base import SessionQuery
 from signaling import protocol
 from signaling.bus.base import Bus, PeerRecord
 
@@ -93,6 +94,9 @@ class Rooms:
                 else protocol.SESSION_ENDED
             )
             raise protocol.ProtocolError(code, exc.message, ref) from None
+        if name is None:
+            user = await self._store.get_user(subject)
+            name = user.display_name if user is not None else None
         waits = session.kind is SessionKind.CHECKUP and ParticipantRole(role).waits
         async with self._bus.room_lock(session_id):
             peers = await self._bus.room_peers(session_id)
@@ -244,13 +248,17 @@ class Rooms:
                 await self._bus.remove_peer(session_id, p.peer_id)
 
     # ringing
-    async def ring(self, session: Session, caller: str) -> None:
-        """Ring the idle connections (a paired TV, a phone) of everyone not in the call yet."""
+    async def ring(self, session: Session, caller: str, only: str | None = None) -> None:
+        """Ring the idle connections (a paired TV, a phone) of everyone not in the call yet
+        (or just the idle connection ``only``)."""
         present = {p.subject for p in await self._bus.room_peers(session.id)}
+        caller_user = await self._store.get_user(caller)
         for uid in session.member_ids:
             if uid in present:
                 continue
             idle_peers = await self._bus.idle_peers(uid)
+            if only is not None:
+                idle_peers = [p for p in idle_peers if p == only]
             if not idle_peers:
                 continue
             trusted = caller in await self._store.get_trusted_contacts(uid)
@@ -261,11 +269,30 @@ class Rooms:
                         "type": "incoming-call",
                         "session_id": session.id,
                         "from_user": caller,
+                        "from_name": caller_user.display_name if caller_user else None,
                         "kind": session.kind.value,
                         "title": session.title,
                         "auto_answer": trusted,
                     },
                 )
+
+    async def ring_pending(self, user_id: str, idle_peer: str) -> None:
+        """A TV came online (or back): ring it for family calls already going on."""
+        now = datetime.now(UTC)
+        sessions = await self._store.list_sessions(
+            SessionQuery(
+                user_id=user_id,
+                starts_from=now - rules.MAX_DURATION,
+                starts_before=now + timedelta(minutes=15),
+                statuses=(SessionStatus.BOOKED, SessionStatus.ARRIVED),
+            )
+        )
+        for session in sessions:
+            if session.kind is not SessionKind.FAMILY_CALL or session.end <= now:
+                continue
+            in_call = [p for p in await self._bus.room_peers(session.id) if p.state == IN_CALL]
+            if in_call:
+                await self.ring(session, in_call[0].subject, only=idle_peer)
 
     async def declined(self, session_id: str, user_id: str) -> None:
         session = await self._session(session_id)

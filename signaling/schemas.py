@@ -370,6 +370,7 @@ def server_schemas() -> dict[str, Schema]:
             {
                 "session_id": SESSION_ID,
                 "from_user": _string("The caller's user id", minLength=1),
+                "from_name": _nullable(_string("The caller's display name")),
                 "kind": _enum("Session kind", *SESSION_KINDS),
                 "title": _string("The session's title"),
                 "auto_answer": {

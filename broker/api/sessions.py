@@ -128,7 +128,8 @@ async def cancel(request: web.Request) -> web.Response:
 
 def join_out(request: web.Request, grant: JoinGrant) -> s.JoinOut:
     settings = request.app[SETTINGS]
-    ws = settings.base_url.replace("http", "ws", 1) + "/ws"
+    base = settings.public_url or f"{request.scheme}://{request.host}"
+    ws = base.rstrip("/").replace("http", "ws", 1) + "/ws"
     ice = [s.IceServer(**server) for server in ice_servers(settings, grant.subject, utcnow())]
     return s.JoinOut.of(grant, ws, ice)
 

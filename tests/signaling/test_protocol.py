@@ -669,6 +669,7 @@ def server_samples(sdp: str) -> dict[str, dict[str, Any]]:
             "type": "incoming-call",
             "session_id": "ses_2",
             "from_user": "usr_grandma",
+            "from_name": "Grandma Rose",
             "kind": "family_call",
             "title": "Sunday call",
             "auto_answer": True,

@@ -356,3 +356,28 @@ async def test_trusted_contact_is_auto_answered(client: Any) -> None:
         "/api/v1/me/trusted-contacts", json={"user_ids": [grandson.user_id]}, headers=doctor.headers
     )
     assert refused.status == 403
+
+
+async def test_a_tv_coming_online_during_a_call_is_rung(client: Any) -> None:
+    grandma = await signed_up(client, "family")
+    grandson = await signed_up(client, "family")
+    start = datetime.now(UTC) + timedelta(minutes=2)
+    resp = await client.post(
+        "/api/v1/sessions",
+        json={
+            "kind": "family_call",
+            "title": "Late TV",
+            "start": start.isoformat(),
+            "end": (start + timedelta(minutes=30)).isoformat(),
+            "participant_ids": [grandma.user_id],
+        },
+        headers=grandson.headers,
+    )
+    session_id = (await resp.json())["items"][0]["id"]
+    caller = await connect(client, await join_token(client, session_id, grandson))
+    await caller.send(type="join")
+    await caller.expect("joined")
+    tv = await connect(client, grandma.access_token)
+    ring = await tv.expect("incoming-call")
+    assert ring["session_id"] == session_id
+    assert ring["from_name"] == "Test Person"
