@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -298,6 +299,7 @@ class Sender:
     sock: Sock
     template: Template
     peer_id: str  # the addressee
+    dead: bool = False  # its socket was closed (by the server): it sends no more
 
 
 class Load:
@@ -308,22 +310,51 @@ class Load:
         self.pairs = list(pairs)
         self.senders = [Sender(a, Template.of(kind, b.peer_id), b.peer_id) for a, b in pairs]
         self.senders += [Sender(b, Template.of(kind, a.peer_id), a.peer_id) for a, b in pairs]
-        self.sent_ns: list[int] = []
+        self.sent_ns: list[int] = []  # by counter; 0: not sent (its socket was closed)
         self.receipts = Receipts(COUNTERS[kind], 0)
-        self._readers = [asyncio.create_task(self._read(s.sock)) for s in self.senders]
+        self.closed: list[int | None] = []  # close codes of sockets the server closed
+        self._readers = [asyncio.create_task(self._read(s)) for s in self.senders]
 
-    async def _read(self, sock: Sock) -> None:
-        async for msg in sock.ws:
+    async def _read(self, sender: Sender) -> None:
+        ws = sender.sock.ws
+        async for msg in ws:
             if msg.type == aiohttp.WSMsgType.TEXT:
                 self.receipts.on_text(msg.data)
+        sender.dead = True
+        self.closed.append(ws.close_code)
+
+    @property
+    def sent(self) -> int:
+        return sum(1 for t in self.sent_ns if t)
 
     def _phase(self, expected: int) -> Receipts:
         self.sent_ns = []
         self.receipts = Receipts(COUNTERS[self.kind], expected)
         return self.receipts
 
+    async def _send(self, s: Sender, n: int) -> int:
+        """Send message ``n`` from ``s``; its send time, or 0 if the socket is gone."""
+        if s.dead:
+            return 0
+        t = time.perf_counter_ns()
+        try:
+            await s.sock.ws.send_str(s.template.frame(n))
+        except (ConnectionError, aiohttp.ClientError):
+            s.dead = True
+            return 0
+        return t
+
     async def paced(self, rate: float, seconds: float, drain: float = 5.0) -> Receipts:
         """Open loop: ``rate`` messages/s spread round-robin over all senders."""
+        with _no_gc():
+            return await self._paced(rate, seconds, drain)
+
+    async def burst(self, per_sender: int, drain: float = 20.0) -> Receipts:
+        """Every sender writes ``per_sender`` messages as fast as it can, all at once."""
+        with _no_gc():
+            return await self._burst(per_sender, drain)
+
+    async def _paced(self, rate: float, seconds: float, drain: float) -> Receipts:
         total = int(rate * seconds)
         rx = self._phase(total)
         sent_ns = self.sent_ns
@@ -334,16 +365,16 @@ class Load:
         while n < total:
             due = min(total, int((time.perf_counter() - start) * rate) + 1)
             while n < due:
-                s = senders[n % count]
-                sent_ns.append(time.perf_counter_ns())
-                await s.sock.ws.send_str(s.template.frame(n))
+                sent_ns.append(await self._send(senders[n % count], n))
                 n += 1
             await asyncio.sleep(0.001)
+        rx.expected = self.sent
+        if len(rx.got) >= rx.expected:
+            rx.done.set()
         await _wait(rx.done, drain)
         return rx
 
-    async def burst(self, per_sender: int, drain: float = 20.0) -> Receipts:
-        """Every sender writes ``per_sender`` messages as fast as it can, all at once."""
+    async def _burst(self, per_sender: int, drain: float) -> Receipts:
         count = len(self.senders)
         rx = self._phase(per_sender * count)
         self.sent_ns = [0] * (per_sender * count)
@@ -352,27 +383,43 @@ class Load:
         async def send(i: int, s: Sender) -> None:
             for k in range(per_sender):
                 n = k * count + i
-                sent_ns[n] = time.perf_counter_ns()
-                await s.sock.ws.send_str(s.template.frame(n))
+                sent_ns[n] = await self._send(s, n)
 
         await asyncio.gather(*(send(i, s) for i, s in enumerate(self.senders)))
+        rx.expected = self.sent
+        if len(rx.got) >= rx.expected:
+            rx.done.set()
         await _wait(rx.done, drain)
         return rx
 
     def latencies_ns(self) -> list[int]:
         sent = self.sent_ns
-        return [t - sent[n] for n, t in self.receipts.got if n < len(sent)]
+        return [t - sent[n] for n, t in self.receipts.got if n < len(sent) and sent[n]]
 
     def span_s(self) -> float:
         """First send to last receipt of the phase."""
-        if not self.receipts.got or not self.sent_ns:
+        sent = [t for t in self.sent_ns if t]
+        if not self.receipts.got or not sent:
             return float("nan")
-        return (max(t for _, t in self.receipts.got) - min(self.sent_ns)) / 1e9
+        return (max(t for _, t in self.receipts.got) - min(sent)) / 1e9
 
     async def stop(self) -> None:
         for task in self._readers:
             task.cancel()
         await asyncio.gather(*self._readers, return_exceptions=True)
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """No client GC pauses inside a measured phase (they would look like server latency)."""
+    gc.collect()
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> None:

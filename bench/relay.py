@@ -50,7 +50,8 @@ async def paced(server: Server, load: clients.Load, rate: float, seconds: float)
     used = busy.done()
     cpu, wall, got = used["cpu_s"][server.name], used["wall_s"], len(rx.got)
     return {
-        "sent": len(load.sent_ns),
+        "sent": load.sent,
+        "sockets_closed": list(load.closed),
         "delivered": got,
         "errors": len(rx.errors),
         "first_error": rx.errors[0] if rx.errors else None,
@@ -70,7 +71,8 @@ async def burst(server: Server, load: clients.Load, per_socket: int) -> dict[str
     used = busy.done()
     cpu, got, span = used["cpu_s"][server.name], len(rx.got), load.span_s()
     return {
-        "sent": len(load.sent_ns),
+        "sent": load.sent,
+        "sockets_closed": list(load.closed),
         "delivered": got,
         "errors": len(rx.errors),
         "first_error": rx.errors[0] if rx.errors else None,

@@ -58,18 +58,21 @@ async def measure(
     await asyncio.sleep(0.5)
     other_before = await quiet()
     busy = Busy(watched)
-    rx = await load.paced(args.rate, args.seconds, drain=10.0)
+    rx = await load.paced(args.rate, args.seconds, drain=5.0)
     used = busy.done()
     cpu, wall = used["cpu_s"], used["wall_s"]
-    sent_span = (load.sent_ns[-1] - load.sent_ns[0]) / 1e9 if load.sent_ns else float("nan")
+    stamps = [t for t in load.sent_ns if t]
+    sent_span = (stamps[-1] - stamps[0]) / 1e9 if len(stamps) > 1 else float("nan")
     got, span = len(rx.got), load.span_s()
     await load.stop()
     await clients.close_pairs(pairs)
     total_cpu = sum(cpu.values())
     return {
         "offered_per_s": args.rate,
-        "sent": len(load.sent_ns),
-        "sent_per_s": round(len(load.sent_ns) / sent_span) if sent_span else 0,
+        "sent": load.sent,
+        "sent_per_s": round(load.sent / sent_span) if stamps else 0,
+        "sockets_closed_by_server": len(load.closed),
+        "close_codes": sorted({c for c in load.closed if c is not None}),
         "delivered": got,
         "delivered_per_s": round(got / span) if got else 0,
         "errors": len(rx.errors),
