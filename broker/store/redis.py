@@ -38,10 +38,10 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis.asyncio as aredis
 import redis.exceptions
@@ -56,8 +56,9 @@ from broker.domain import (
     User,
 )
 from broker.errors import Conflict, NotFound, StoreError
-from broker.store.base import DuplicateEmail, StoreUnavailable
+from broker.store.base import DuplicateEmail
 from broker.store.codec import decode, encode, format_datetime, parse_datetime
+from broker.store.redis_errors import translated
 from broker.store.redis_schedule import RedisScheduleMixin
 
 if TYPE_CHECKING:
@@ -113,24 +114,10 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return {count, at}
 """
 
-_P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 
-def _translated(
-    method: Callable[Concatenate[RedisStore, _P], Awaitable[_T]],
-) -> Callable[Concatenate[RedisStore, _P], Coroutine[Any, Any, _T]]:
-    """Turn Redis connection failures into ``StoreUnavailable``."""
-
-    async def wrapper(self: RedisStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        try:
-            return await method(self, *args, **kwargs)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            log.warning("redis unreachable: %s", type(exc).__name__)
-            raise StoreUnavailable("redis is unreachable") from exc
-
-    functools.update_wrapper(wrapper, method)
-    return wrapper
+_translated = translated
 
 
 def _text(value: str | bytes) -> str:

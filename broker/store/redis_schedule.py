@@ -48,14 +48,13 @@ record they name, so a write interrupted between two keys never answers wrongly.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 import redis.asyncio as aredis
@@ -73,7 +72,7 @@ from broker.scheduling.model import (
     Site,
     WebhookEndpoint,
 )
-from broker.store.base import StoreUnavailable
+from broker.store.redis_errors import translated
 from broker.store.schedule_base import BookingGuard, SessionQuery
 
 __all__ = ["DELIVERED_KEPT", "RedisScheduleMixin"]
@@ -98,25 +97,10 @@ return 1
 """
 
 _T = TypeVar("_T")
-_P = ParamSpec("_P")
-_S = TypeVar("_S", bound="RedisScheduleMixin")
 Change = Callable[[str], str | None]
 
 
-def _translated(
-    method: Callable[Concatenate[_S, _P], Awaitable[_T]],
-) -> Callable[Concatenate[_S, _P], Coroutine[Any, Any, _T]]:
-    """Turn Redis connection failures into ``StoreUnavailable``."""
-
-    async def wrapper(self: _S, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        try:
-            return await method(self, *args, **kwargs)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            log.warning("redis unreachable: %s", type(exc).__name__)
-            raise StoreUnavailable("redis is unreachable") from exc
-
-    functools.update_wrapper(wrapper, method)
-    return wrapper
+_translated = translated
 
 
 def dump(obj: Any) -> str:
