@@ -264,11 +264,13 @@ def main(argv: list[str] | None = None) -> None:
         "--two-nodes", action="store_true", help="two nodes on Redis; node A is sampled"
     )
     parser.add_argument("--cprofile", action="store_true", help="even when py-spy is there")
+    parser.add_argument("--variant", default="", help="what-if patches (bench/broker_variant.py)")
     args = parser.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     py_spy = None if args.cprofile else find_py_spy()
     if py_spy:
         label = f"{args.kind}{'-two-nodes' if args.two_nodes else ''}"
+        label += f"-{args.variant.replace(',', '+')}" if args.variant else ""
         out = RESULTS / f"profile-{label}.collapsed.txt"
         started: list[Server] = []
         spies: list[subprocess.Popen[bytes]] = []
@@ -277,10 +279,14 @@ def main(argv: list[str] | None = None) -> None:
                 redis = start_redis()
                 started.append(redis)
                 url = f"redis://127.0.0.1:{redis.port}/0"
-                started += [start_broker("node-a", url), start_broker("node-b", url)]
+                variant = args.variant or None
+                started += [
+                    start_broker("node-a", url, variant=variant),
+                    start_broker("node-b", url, variant=variant),
+                ]
                 servers = (started[1], started[2])
             else:
-                started.append(start_broker("profiled"))
+                started.append(start_broker("profiled", variant=args.variant or None))
                 servers = (started[0], started[0])
 
             def start() -> None:
