@@ -168,7 +168,10 @@ async def test_readyz_reports_an_unreachable_store(client: Client) -> None:
     await app_services(client).store.close()
     resp = await client.get("/readyz")
     assert resp.status == 503
-    assert await resp.json() == {"status": "unavailable", "checks": {"store": "unavailable", "bus": "ok"}}
+    assert await resp.json() == {
+        "status": "unavailable",
+        "checks": {"store": "unavailable", "bus": "ok"},
+    }
     assert (await client.get("/healthz")).status == 200  # the process itself is fine
 
 
