@@ -67,12 +67,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
 
 
+def _proc_stat() -> list[int]:
+    with open("/proc/stat") as f:
+        return [int(x) for x in f.readline().split()[1:]]
+
+
 def machine_busy_seconds() -> float:
     """CPU time spent by everything on the machine (all CPUs), from /proc/stat."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = _proc_stat()[:8]
     return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def steal_seconds() -> float:
+    """Time the hypervisor ran something else while our CPUs wanted to run (all CPUs)."""
+    return _proc_stat()[7] / CLK_TCK
 
 
 def wait_for_quiet(max_wait: float = 15.0, threshold: float = 0.3) -> float:
@@ -103,6 +111,7 @@ class Busy:
         self.t0 = time.perf_counter()
         self.me0 = time.process_time()
         self.machine0 = machine_busy_seconds()
+        self.steal0 = steal_seconds()
         self.cpu0 = [s.cpu() for s in self.servers]
 
     def done(self) -> dict[str, Any]:
@@ -115,6 +124,7 @@ class Busy:
             "cpu_s": {k: round(v, 3) for k, v in cpu.items()},
             "client_cpu_s": round(mine, 3),
             "other_cpus": round(max(0.0, machine - mine - sum(cpu.values())) / wall, 2),
+            "steal_ms": round((steal_seconds() - self.steal0) * 1000),
         }
 
 

@@ -152,6 +152,7 @@ def summarize(
         "server_cpu_ms_per_join": round(used["cpu_s"][name] / len(done) * 1e3, 2) if done else None,
         "server_cpu_util": round(used["cpu_s"][name] / used["wall_s"], 3),
         "other_cpus": used["other_cpus"],
+        "steal_ms": used["steal_ms"],
     }
 
 

@@ -61,6 +61,7 @@ async def paced(server: Server, load: clients.Load, rate: float, seconds: float)
         "server_cpu_util": round(cpu / wall, 3),
         "client_cpu_util": round(used["client_cpu_s"] / wall, 3),
         "other_cpus": used["other_cpus"],
+        "steal_ms": used["steal_ms"],
         "latency": latency_summary(load.latencies_ns()),
     }
 
@@ -83,6 +84,7 @@ async def burst(server: Server, load: clients.Load, per_socket: int) -> dict[str
         "server_cpu_util": round(cpu / span, 3) if got else None,
         "client_cpu_util": round(used["client_cpu_s"] / span, 3) if got else None,
         "other_cpus": used["other_cpus"],
+        "steal_ms": used["steal_ms"],
     }
 
 

@@ -86,6 +86,7 @@ async def measure(
         "client_cpu_util": round(used["client_cpu_s"] / wall, 3),
         "other_cpus": used["other_cpus"],
         "other_cpus_before": other_before,
+        "steal_ms": used["steal_ms"],
     }
 
 
