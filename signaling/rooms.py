@@ -312,10 +312,9 @@ class Rooms:
         sender: str,
         msg: protocol.Offer | protocol.Answer | protocol.Candidate,
     ) -> None:
-        me = await self._bus.get_peer(session_id, sender)
+        me, target = await self._bus.get_pair(session_id, sender, msg.to)
         if me is None or me.state == WAITING:
             raise protocol.ProtocolError(protocol.NOT_JOINED, "join the call first", msg.id)
-        target = await self._bus.get_peer(session_id, msg.to)
         if target is None or target.state == WAITING or target.peer_id == sender:
             raise protocol.ProtocolError(protocol.UNKNOWN_PEER, "no such peer in this call", msg.id)
         await self._bus.send(msg.to, protocol.encode(protocol.relayed(msg, sender)))

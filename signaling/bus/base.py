@@ -79,6 +79,12 @@ class Bus(Protocol):
 
     async def put_peer(self, record: PeerRecord) -> None: ...
     async def get_peer(self, session_id: str, peer_id: str) -> PeerRecord | None: ...
+
+    async def get_pair(
+        self, session_id: str, a: str, b: str
+    ) -> tuple[PeerRecord | None, PeerRecord | None]:
+        """Two peers of one room in one round trip (the relay's check)."""
+
     async def remove_peer(self, session_id: str, peer_id: str) -> None: ...
 
     # ringing: the idle connections (TV, phone) of a user

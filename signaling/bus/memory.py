@@ -182,6 +182,12 @@ class MemoryBus:
     async def get_peer(self, session_id: str, peer_id: str) -> PeerRecord | None:
         return self._rooms.get(session_id, {}).get(peer_id)
 
+    async def get_pair(
+        self, session_id: str, a: str, b: str
+    ) -> tuple[PeerRecord | None, PeerRecord | None]:
+        room = self._rooms.get(session_id, {})
+        return room.get(a), room.get(b)
+
     async def remove_peer(self, session_id: str, peer_id: str) -> None:
         room = self._rooms.get(session_id)
         if room is not None:

@@ -540,6 +540,16 @@ class RedisBus:
         return None if value is None else msgspec.json.decode(_bytes(value), type=PeerRecord)
 
     @_translated
+    async def get_pair(
+        self, session_id: str, a: str, b: str
+    ) -> tuple[PeerRecord | None, PeerRecord | None]:
+        first, second = await self._r.hmget(self._key("room", session_id), [a, b])
+        return (
+            None if first is None else msgspec.json.decode(_bytes(first), type=PeerRecord),
+            None if second is None else msgspec.json.decode(_bytes(second), type=PeerRecord),
+        )
+
+    @_translated
     async def remove_peer(self, session_id: str, peer_id: str) -> None:
         await self._r.hdel(self._key("room", session_id), peer_id)
 
