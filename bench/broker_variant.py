@@ -3,7 +3,8 @@ before anyone makes them (the patches live here only; the broker's code is not t
 
     python -m bench.broker_variant --patch uvloop,sdp,send-bytes,recv-bytes -- serve --port ...
 
-* ``uvloop``: the uvloop event loop (``uvloop.install()`` before ``web.run_app``);
+* ``uvloop``: the uvloop event loop (``uvloop.install()`` before ``web.run_app``); ``broker
+  serve`` itself runs on uvloop since commit 61dac8f, so this only matters for older commits;
 * ``sdp``: ``protocol.check_sdp`` as one compiled regex over the whole SDP instead of one match
   per line (the same rules: starts ``v=0``, every non-empty line ``x=...``, an ``m=`` line);
 * ``send-bytes``: the writer task sends the encoded frame with ``ws.send_frame(frame, TEXT)``

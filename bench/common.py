@@ -57,7 +57,25 @@ def machine() -> dict[str, Any]:
         "aiohttp": aiohttp.__version__,
         "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[1],
         "load_avg_at_start": os.getloadavg(),
+        "commit": _commit(),
     }
+
+
+def _commit() -> str:
+    """The commit measured, with ``+changes`` when broker/ or signaling/ differ from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "broker", "signaling"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return head + ("+changes" if dirty else "")
 
 
 def cpu_seconds(pid: int) -> float:

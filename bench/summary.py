@@ -169,7 +169,10 @@ def main() -> None:
         if doc is None:
             continue
         m = doc["machine"]
-        print(f"### {name} ({doc['at']}, {m['nproc']} CPUs, load {m['load_avg_at_start'][0]:.1f})")
+        print(
+            f"### {name} ({doc['at']}, commit {m.get('commit', '?')}, "
+            f"{m['nproc']} CPUs, load {m['load_avg_at_start'][0]:.1f})"
+        )
         print(f"params: {json.dumps(doc.get('params', {}))}\n")
         print(render(doc))
         print()
