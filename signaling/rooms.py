@@ -291,8 +291,14 @@ class Rooms:
             if session.kind is not SessionKind.FAMILY_CALL or session.end <= now:
                 continue
             in_call = [p for p in await self._bus.room_peers(session.id) if p.state == IN_CALL]
-            if in_call:
-                await self.ring(session, in_call[0].subject, only=idle_peer)
+            if not in_call:
+                continue
+            trail = await self._store.list_audit(session.id)
+            if any(
+                a.action == "left" and a.actor_id == user_id and a.reason == "left" for a in trail
+            ):
+                continue  # they hung up on this call themselves: do not ring them back
+            await self.ring(session, in_call[0].subject, only=idle_peer)
 
     async def declined(self, session_id: str, user_id: str) -> None:
         session = await self._session(session_id)

@@ -104,6 +104,10 @@ export class Ringer {
   }
 
   async _ring(ring) {
+    if (!this.busy && this.ringing && ring.auto_answer && this.ringing.ring.session_id === ring.session_id) {
+      this._accept(); // rung again, now by a trusted contact
+      return;
+    }
     if (this.busy || this.ringing) return;
     const from = h("p", { class: "ring-from", id: "ring-from" }, "Someone is calling");
     const accept = h("button", { type: "button", class: "button primary huge" }, "Accept");
