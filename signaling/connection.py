@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from signaling import protocol
 
@@ -115,7 +115,7 @@ class Connection:
                 frame = await self._queue.get()
                 if frame is None or self.ws.closed:
                     return
-                await self.ws.send_str(frame.decode())
+                await self.ws.send_frame(frame, WSMsgType.TEXT)  # bytes as they are
                 code = closing_code(frame)
                 if code is not None:
                     self.closing = True

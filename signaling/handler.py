@@ -59,7 +59,9 @@ class SignalingHandler:
         self.sockets: set[web.WebSocketResponse] = set()
 
     async def __call__(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=self.heartbeat, max_msg_size=MAX_FRAME)
+        ws = web.WebSocketResponse(
+            heartbeat=self.heartbeat, max_msg_size=MAX_FRAME, decode_text=False
+        )
         await ws.prepare(request)
         self.sockets.add(ws)
         conn = Connection(ws)
