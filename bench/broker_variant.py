@@ -5,6 +5,7 @@ before anyone makes them (the patches live here only; the broker's code is not t
 
 * ``uvloop``: the uvloop event loop (``uvloop.install()`` before ``web.run_app``); ``broker
   serve`` itself runs on uvloop since commit 61dac8f, so this only matters for older commits;
+* ``no-uvloop``: the default asyncio loop even where ``broker serve`` asks for uvloop;
 * ``sdp``: ``protocol.check_sdp`` as one compiled regex over the whole SDP instead of one match
   per line (the same rules: starts ``v=0``, every non-empty line ``x=...``, an ``m=`` line);
 * ``send-bytes``: the writer task sends the encoded frame with ``ws.send_frame(frame, TEXT)``
@@ -12,6 +13,8 @@ before anyone makes them (the patches live here only; the broker's code is not t
 * ``recv-bytes``: sockets made with ``decode_text=False``, so text frames reach
   ``protocol.parse`` as bytes (no UTF-8 decode in aiohttp + re-encode in ``parse``; msgspec
   still rejects invalid UTF-8);
+* ``no-ring-pending``: ``Rooms.ring_pending`` does nothing (no store query on an idle ``hello``;
+  TVs coming online during a call are not rung), to price that query;
 * ``switch-1ms``: ``sys.setswitchinterval(0.001)``: the SQLite thread gets the GIL back after
   at most 1 ms instead of 5 ms while the event loop is busy (join latency).
 
@@ -26,7 +29,15 @@ import re
 import sys
 from typing import Any
 
-PATCHES = ("uvloop", "sdp", "send-bytes", "recv-bytes", "switch-1ms")
+PATCHES = (
+    "uvloop",
+    "no-uvloop",
+    "sdp",
+    "send-bytes",
+    "recv-bytes",
+    "switch-1ms",
+    "no-ring-pending",
+)
 
 # Same rules as protocol.check_sdp (lines end in \n or \r\n, blank lines allowed): a line
 # that is neither blank nor ``x=...``. One search that only stops at newlines: ~1 us for 4 KB.
@@ -99,12 +110,25 @@ def main() -> None:
     unknown = set(chosen) - set(PATCHES)
     if unknown:
         raise SystemExit(f"unknown patch(es): {', '.join(sorted(unknown))}")
+    if "no-ring-pending" in chosen:
+        from signaling import rooms
+
+        async def ring_pending(self: Any, user_id: str, idle_peer: str) -> None:
+            return None
+
+        rooms.Rooms.ring_pending = ring_pending  # type: ignore[method-assign]
     if "switch-1ms" in chosen:
         sys.setswitchinterval(0.001)
     if "uvloop" in chosen:
         import uvloop
 
         uvloop.install()
+    if "no-uvloop" in chosen:
+        import asyncio
+
+        import uvloop
+
+        uvloop.new_event_loop = asyncio.new_event_loop
     if "sdp" in chosen:
         patch_sdp()
     if "send-bytes" in chosen:

@@ -256,6 +256,11 @@ def measure(server: Server, kind: str, token: str, args: argparse.Namespace) -> 
     }
 
 
+async def login_to(server: Server) -> str:
+    async with clients.session() as http:
+        return (await clients.Family.register(http, server.url)).host.token
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     limit = raise_nofile(1 << 20)  # children inherit it (servers and clients)
     if args.sockets > limit - SERVER_SPARE_FILES:
@@ -276,11 +281,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with running(broker):
 
         async def login() -> str:
-            async with clients.session() as http:
-                return (await clients.Family.register(http, broker.url)).host.token
+            return await login_to(broker)
 
         token = run_loop(login())
         results["broker"] = measure(broker, "broker", token, args)
+    if args.variant:
+        variant = start_broker("variant", variant=args.variant)
+        with running(variant):
+            token = run_loop(login_to(variant))
+            results[f"broker+{args.variant}"] = measure(variant, "broker", token, args)
     b, k = results["bare"], results["broker"]
     results["ratio_rss_per_socket"] = ratio(k["rss_kb_per_socket"], b["rss_kb_per_socket"])
     results["target_met"] = k["rss_kb_per_socket"] < TARGET_KB
@@ -290,7 +299,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def report(results: dict[str, Any]) -> str:
     rows = []
-    for name in ("bare", "broker"):
+    for name in [n for n in results if n == "bare" or n.startswith("broker")]:
         r = results[name]
         rows.append(
             (
@@ -335,6 +344,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--deadline", type=float, default=45.0, help="seconds to connect")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds before RSS")
     parser.add_argument("--tag", default="c0")
+    parser.add_argument(
+        "--variant", default="", help="also a broker with what-if patches (bench/broker_variant.py)"
+    )
     parser.add_argument(
         "--client", nargs=3, metavar=("KIND", "URL", "COUNT"), help=argparse.SUPPRESS
     )

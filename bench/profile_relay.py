@@ -43,7 +43,10 @@ CATEGORIES = {
     "socket write syscall (transport.write)": ("Transport.write (", "UVStream.write"),
     "redis-py client (commands, pool, replies, pubsub)": ("(redis/",),
     "RedisBus (scripts, peer records, channel reader)": ("(signaling/bus/redis.py",),
-    "aiohttp frame writer (send_str, send_frame)": ("send_str (aiohttp", "send_frame (aiohttp"),
+    "socket write (aiohttp send_str/send_frame -> transport.write)": (
+        "send_str (aiohttp",
+        "send_frame (aiohttp",
+    ),
     "writer task (queue get, bytes->str, closing_code)": (
         "Connection._write",
         "closing_code",
@@ -80,6 +83,8 @@ CATEGORIES = {
         "call_soon",
         "Task.",
     ),
+    # uvloop's loop is C: py-spy shows its time (epoll, callbacks, socket I/O) as run_app.
+    "event loop in C (uvloop: epoll, callbacks; shown as run_app)": ("run_app (aiohttp/web.py",),
 }
 OTHER = "other (timers, heartbeats, threads)"
 UNITS = {"sdp": "messages", "candidate": "messages", "hello": "idle sockets", "join": "joins"}
@@ -258,7 +263,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kind", choices=("sdp", "candidate", "hello", "join"), default="sdp")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--pairs", type=int, default=50)
-    parser.add_argument("--rate", type=float, default=3000.0)
+    parser.add_argument(
+        "--rate", type=float, default=None, help="messages/s (default 3000), joins/s (100)"
+    )
     parser.add_argument("--burst", type=int, default=60, help="0: paced only")
     parser.add_argument(
         "--two-nodes", action="store_true", help="two nodes on Redis; node A is sampled"
@@ -266,6 +273,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cprofile", action="store_true", help="even when py-spy is there")
     parser.add_argument("--variant", default="", help="what-if patches (bench/broker_variant.py)")
     args = parser.parse_args(argv)
+    if args.rate is None:
+        args.rate = 100.0 if args.kind == "join" else 3000.0
     RESULTS.mkdir(parents=True, exist_ok=True)
     py_spy = None if args.cprofile else find_py_spy()
     if py_spy:
