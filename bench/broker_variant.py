@@ -12,7 +12,8 @@ before anyone makes them (the patches live here only; the broker's code is not t
   instead of ``ws.send_str(frame.decode())`` (no decode + re-encode per frame);
 * ``recv-bytes``: sockets made with ``decode_text=False``, so text frames reach
   ``protocol.parse`` as bytes (no UTF-8 decode in aiohttp + re-encode in ``parse``; msgspec
-  still rejects invalid UTF-8);
+  still rejects invalid UTF-8); ``sdp``, ``send-bytes`` and ``recv-bytes`` are what commit
+  c82b7ea did, so they only matter for older commits;
 * ``no-ring-pending``: ``Rooms.ring_pending`` does nothing (no store query on an idle ``hello``;
   TVs coming online during a call are not rung), to price that query;
 * ``switch-1ms``: ``sys.setswitchinterval(0.001)``: the SQLite thread gets the GIL back after
