@@ -35,6 +35,24 @@ async def join_token(client: Any, session_id: str, who: Account) -> str:
     return str((await resp.json())["join_token"])
 
 
+async def family_call(client: Any, caller: Account, callee: Account, title: str) -> str:
+    """A family call starting in two minutes (inside its join window); returns its id."""
+    start = datetime.now(UTC) + timedelta(minutes=2)
+    resp = await client.post(
+        "/api/v1/sessions",
+        json={
+            "kind": "family_call",
+            "title": title,
+            "start": start.isoformat(),
+            "end": (start + timedelta(minutes=30)).isoformat(),
+            "participant_ids": [callee.user_id],
+        },
+        headers=caller.headers,
+    )
+    assert resp.status == 201, await resp.text()
+    return str((await resp.json())["items"][0]["id"])
+
+
 @pytest.fixture
 async def checkup(client: Any) -> tuple[str, Account, Account]:
     admin = await staff_account(client)
@@ -253,19 +271,7 @@ async def test_family_call_rings_an_idle_tv(client: Any) -> None:
     grandson = await signed_up(client, "family")
     tv = await connect(client, grandma.access_token)
     assert tv.welcome["session_id"] is None
-    start = datetime.now(UTC) + timedelta(minutes=2)
-    resp = await client.post(
-        "/api/v1/sessions",
-        json={
-            "kind": "family_call",
-            "title": "Hi Grandma",
-            "start": start.isoformat(),
-            "end": (start + timedelta(minutes=30)).isoformat(),
-            "participant_ids": [grandma.user_id],
-        },
-        headers=grandson.headers,
-    )
-    session_id = (await resp.json())["items"][0]["id"]
+    session_id = await family_call(client, grandson, grandma, "Hi Grandma")
     caller = await connect(client, await join_token(client, session_id, grandson))
     await caller.send(type="join")
     await caller.expect("joined")
@@ -335,19 +341,7 @@ async def test_trusted_contact_is_auto_answered(client: Any) -> None:
     assert resp.status == 200, await resp.text()
     assert (await resp.json())["user_ids"] == [grandson.user_id]
     tv = await connect(client, grandma.access_token)
-    start = datetime.now(UTC) + timedelta(minutes=2)
-    resp = await client.post(
-        "/api/v1/sessions",
-        json={
-            "kind": "family_call",
-            "title": "Hi",
-            "start": start.isoformat(),
-            "end": (start + timedelta(minutes=30)).isoformat(),
-            "participant_ids": [grandma.user_id],
-        },
-        headers=grandson.headers,
-    )
-    session_id = (await resp.json())["items"][0]["id"]
+    session_id = await family_call(client, grandson, grandma, "Hi")
     caller = await connect(client, await join_token(client, session_id, grandson))
     await caller.send(type="join")
     assert (await tv.expect("incoming-call"))["auto_answer"] is True
@@ -361,19 +355,7 @@ async def test_trusted_contact_is_auto_answered(client: Any) -> None:
 async def test_a_tv_coming_online_during_a_call_is_rung(client: Any) -> None:
     grandma = await signed_up(client, "family")
     grandson = await signed_up(client, "family")
-    start = datetime.now(UTC) + timedelta(minutes=2)
-    resp = await client.post(
-        "/api/v1/sessions",
-        json={
-            "kind": "family_call",
-            "title": "Late TV",
-            "start": start.isoformat(),
-            "end": (start + timedelta(minutes=30)).isoformat(),
-            "participant_ids": [grandma.user_id],
-        },
-        headers=grandson.headers,
-    )
-    session_id = (await resp.json())["items"][0]["id"]
+    session_id = await family_call(client, grandson, grandma, "Late TV")
     caller = await connect(client, await join_token(client, session_id, grandson))
     await caller.send(type="join")
     await caller.expect("joined")
