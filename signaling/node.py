@@ -49,7 +49,7 @@ class SignalingNode:
         await self.bus.heartbeat(HEARTBEAT_TTL)
         self._loops.append(asyncio.create_task(self._liveness(), name="signaling-liveness"))
 
-    async def _deliver(self, peer_id: str, seq: int, frame: bytes) -> None:
+    def _deliver(self, peer_id: str, seq: int, frame: bytes) -> None:
         entry = self.local.get(peer_id)
         if entry is None:
             return

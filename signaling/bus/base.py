@@ -11,13 +11,14 @@ itself there and asks for ``replay(peer_id, last_seq)``: nothing lost, nothing t
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-# deliver(peer_id, seq, frame): called on the claiming node for each frame, in seq order.
-Deliver = Callable[[str, int, bytes], Awaitable[None]]
+# deliver(peer_id, seq, frame): called on the claiming node for each frame, in seq order. It is
+# synchronous (it only hands the frame to the socket's queue), so deliveries never interleave.
+Deliver = Callable[[str, int, bytes], None]
 
 REPLAY_LIMIT = 256  # frames kept per peer for resume
 

@@ -1,10 +1,10 @@
 """``MemoryBus``: the ``Bus`` protocol inside one process, for a single signaling node.
 
 Per peer: a ``seq`` counter, the last ``REPLAY_LIMIT`` stamped frames and the time of the last
-send. A claimed peer gets each frame through ``deliver`` while ``send`` awaits; deliveries to one
-peer are serialized by a per-peer lock taken in ``seq`` order, so they never interleave or
-reorder even when ``deliver`` suspends. A peer nobody has claimed is forgotten ``peer_ttl``
-seconds after its last send, like the keys of ``RedisBus``; a claimed peer is kept.
+send. A claimed peer gets each frame through ``deliver`` (synchronous) before ``send``
+returns, so deliveries to one peer are in ``seq`` order without a lock. A peer nobody has
+claimed is forgotten ``peer_ttl`` seconds after its last send, like the keys of ``RedisBus``;
+a claimed peer is kept.
 
 Rooms are dicts, room locks are one ``asyncio.Lock`` per session, dropped when nobody holds or
 waits for it. This node is the only node: ``live_nodes`` is always ``{node_id}``.
@@ -59,7 +59,6 @@ class _Peer:
     touched: float
     seq: int = 0
     frames: deque[tuple[int, bytes]] = field(default_factory=lambda: deque(maxlen=REPLAY_LIMIT))
-    delivering: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 @dataclass(slots=True)
@@ -125,13 +124,9 @@ class MemoryBus:
         stamped = protocol.stamp_seq(frame, seq)
         peer.frames.append((seq, stamped))
         peer.touched = now
-        if peer_id in self._claims and self._deliver is not None:
-            # Taken in seq order without suspending first (a free lock is acquired at once and
-            # waiters are woken first in, first out), so deliveries keep seq order.
-            async with peer.delivering:
-                deliver = self._deliver
-                if peer_id in self._claims and deliver is not None:
-                    await _call(deliver, peer_id, seq, stamped)
+        deliver = self._deliver
+        if deliver is not None and peer_id in self._claims:
+            _call(deliver, peer_id, seq, stamped)
         return seq
 
     async def claim(self, peer_id: str) -> None:
@@ -223,10 +218,10 @@ class MemoryBus:
         return {self._node_id}
 
 
-async def _call(deliver: Deliver, peer_id: str, seq: int, frame: bytes) -> None:
+def _call(deliver: Deliver, peer_id: str, seq: int, frame: bytes) -> None:
     """A failing ``deliver`` is the receiver's problem, never the sender's: log and go on."""
     try:
-        await deliver(peer_id, seq, frame)
+        deliver(peer_id, seq, frame)
     except Exception:
         log.exception("deliver failed for peer %s seq %d", peer_id, seq)
 

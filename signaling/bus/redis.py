@@ -22,9 +22,9 @@ peer, PUBLISH ``<peer>\\n<seq>\\n<frame>`` on that node's channel. One script pe
 reader per node keep each peer's frames in seq order from end to end.
 
 Each node reads its channel in one background task (``start``) and calls ``deliver`` for the
-peers it claimed, remembering the last seq delivered per peer (``deliver`` runs in that task:
-it should only enqueue, as a slow one delays every peer of the node). When the subscription is
-(re)established, and when the periodic claim refresh finds a claim gone, the reader *resyncs*
+peers it claimed, remembering the last seq delivered per peer (``deliver`` is synchronous and
+runs in that task: it should only enqueue). When the subscription is (re)established, and
+when the periodic claim refresh finds a claim gone, the reader *resyncs*
 each claimed peer with one script: re-assert the claim if it is missing, read the counter and
 the buffer, and deliver the buffered frames after the last one delivered. Frames published
 while the reader was disconnected are thus delivered late, never lost; one delivered again by
@@ -390,7 +390,7 @@ class RedisBus:
                         last_seen = now
                         kind = _text(message["type"])
                         if kind == "message":
-                            await self._on_message(message["data"])
+                            self._on_message(message["data"])
                         elif kind == "subscribe":
                             if subscribed_before:
                                 log.warning("bus %s: resubscribed, resyncing", self._node_id)
@@ -422,7 +422,7 @@ class RedisBus:
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, RECONNECT_MAX)
 
-    async def _on_message(self, data: str | bytes) -> None:
+    def _on_message(self, data: str | bytes) -> None:
         try:
             peer_id, seq, frame = parse_message(data)
         except ValueError:
@@ -434,14 +434,14 @@ class RedisBus:
         if last is not None and seq <= last:
             return  # already delivered by a resync
         self._claims[peer_id] = seq
-        await self._call(peer_id, seq, frame)
+        self._call(peer_id, seq, frame)
 
-    async def _call(self, peer_id: str, seq: int, frame: bytes) -> None:
+    def _call(self, peer_id: str, seq: int, frame: bytes) -> None:
         deliver = self._deliver
         if deliver is None:
             return
         try:
-            await deliver(peer_id, seq, frame)
+            deliver(peer_id, seq, frame)
         except Exception:
             log.exception("bus %s: deliver failed for peer %s seq %d", self._node_id, peer_id, seq)
 
@@ -489,7 +489,7 @@ class RedisBus:
                 if n > last and peer_id in self._claims:
                     last = n
                     self._claims[peer_id] = n
-                    await self._call(peer_id, n, frame)
+                    self._call(peer_id, n, frame)
             if peer_id in self._claims:
                 self._claims[peer_id] = last
 
