@@ -1,7 +1,13 @@
-"""One peer's socket: a bounded outbound queue with a single writer task, and a rate limit.
+"""One peer's socket: its writing half (a bounded outbound queue behind one writer), and a
+rate limit.
 
-Only the handler task reads from the socket; only the writer task writes to it. A consumer
-that lets its queue fill up is disconnected (close 4009) instead of being buffered forever.
+Only the handler task reads from the socket; only the ``Connection`` writes to it. A frame
+pushed while nothing is queued and the kernel takes what it is given (the transport holds
+less than ``WRITE_BUFFER`` bytes) is written at once, in the caller's turn of the event loop:
+a relayed message costs no task wake-up. Otherwise it joins the queue, which the writer task
+drains, waiting for the socket to take it. Frames go out in the order pushed either way. A
+consumer that lets the queue fill up is disconnected (close 4009) instead of being buffered
+forever.
 """
 
 from __future__ import annotations
@@ -19,14 +25,18 @@ from signaling import protocol
 log = logging.getLogger(__name__)
 
 QUEUE_FRAMES = 512
-# Frames after which the socket is closed, and with which code.
+WRITE_BUFFER = 64 * 1024  # bytes the transport may hold for a frame to be written at once
+# Frames after which the socket is closed, and with which code (by the first letter of their
+# type, then the whole type: relayed messages never start with these letters).
 _CLOSING = {
-    b'"type":"removed"': protocol.CLOSE_REMOVED,
-    b'"type":"denied"': protocol.CLOSE_NORMAL,
-    b'"type":"session-ended"': protocol.CLOSE_SESSION_ENDED,
-    b'"type":"replaced"': protocol.CLOSE_REPLACED,
-    b'"type":"reconnect"': protocol.CLOSE_GOING_AWAY,
+    b"removed": protocol.CLOSE_REMOVED,
+    b"denied": protocol.CLOSE_NORMAL,
+    b"session-ended": protocol.CLOSE_SESSION_ENDED,
+    b"replaced": protocol.CLOSE_REPLACED,
+    b"reconnect": protocol.CLOSE_GOING_AWAY,
 }
+_CLOSING_FIRST = frozenset(t[0] for t in _CLOSING)
+_TYPE_KEY = b'"type":"'
 
 
 @dataclass(slots=True)
@@ -53,11 +63,24 @@ class TokenBucket:
 
 
 def closing_code(frame: bytes) -> int | None:
-    head = frame[:64]
-    for marker, code in _CLOSING.items():
-        if marker in head:
-            return code
-    return None
+    """The close code that follows ``frame``, if it is a final message.
+
+    Server frames are ``{"seq":N,"type":"...",...}`` or ``{"type":"...",...}``.
+    """
+    start = frame.find(_TYPE_KEY, 0, 32) + len(_TYPE_KEY)
+    if start < len(_TYPE_KEY) or start >= len(frame) or frame[start] not in _CLOSING_FIRST:
+        return None
+    end = frame.find(b'"', start, start + 16)
+    return _CLOSING.get(frame[start:end]) if end > 0 else None
+
+
+def frame_header(length: int) -> bytes:
+    """The header of an unmasked, final text frame (RFC 6455 5.2) of ``length`` bytes."""
+    if length < 126:
+        return bytes((0x81, length))
+    if length < 65536:
+        return b"\x81\x7e" + length.to_bytes(2, "big")
+    return b"\x81\x7f" + length.to_bytes(8, "big")
 
 
 class Connection:
@@ -69,63 +92,104 @@ class Connection:
         queue_frames: int = QUEUE_FRAMES,
         rate: float = 50.0,
         burst: float = 200.0,
+        transport: asyncio.Transport | None = None,
     ) -> None:
         self.ws = ws
+        # Frames are written straight to the transport only without permessage-deflate.
+        self._transport = transport if not ws.compress else None
         self.peer_id: str | None = None
         self.session_id: str | None = None
         self.subject: str | None = None
         self.last_seq = 0
         self.bucket = TokenBucket(rate, burst)
+        self._loop = asyncio.get_running_loop()
+        self._out: list[bytes] = []  # headers and frames for this turn's flush
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(queue_frames)
         self._writer: asyncio.Task[None] | None = None
+        self._slow = self._transport is None  # frames go through the queue and the writer
         self.closing = False
 
     def start(self) -> None:
         self._writer = asyncio.create_task(self._write(), name="ws-writer")
 
     def push(self, frame: bytes) -> bool:
-        """Queue one frame; False (and the socket is closing) when the consumer is too slow."""
+        """Send one frame; False (and the socket is closing) when the consumer is too slow."""
         if self.closing:
             return False
-        try:
-            self._queue.put_nowait(frame)
-        except asyncio.QueueFull:
-            log.warning("slow consumer disconnected", extra={"peer_id": self.peer_id})
-            self.close_soon(protocol.CLOSE_SLOW_CONSUMER, "too slow")
-            return False
+        if self._slow:
+            try:
+                self._queue.put_nowait(frame)
+            except asyncio.QueueFull:
+                log.warning("slow consumer disconnected", extra={"peer_id": self.peer_id})
+                self.close_soon(protocol.CLOSE_SLOW_CONSUMER, "too slow")
+                return False
+        else:
+            out = self._out
+            out.append(frame_header(len(frame)))
+            out.append(frame)
+            if len(out) == 2:
+                self._loop.call_soon(self._flush)
+        code = closing_code(frame)
+        if code is not None:
+            self.close_soon(code, "closed by the server")
         return True
 
     def push_message(self, message: dict[str, object]) -> bool:
         """Frames that are not replayed (hello phase, errors, pong) get seq 0."""
         return self.push(protocol.stamp_seq(protocol.encode(message), 0))
 
+    def _flush(self) -> None:
+        """Write what this turn of the event loop pushed, in one write."""
+        out, transport = self._out, self._transport
+        if not out or transport is None:
+            return
+        data = b"".join(out)
+        out.clear()
+        if transport.is_closing():
+            return
+        transport.write(data)
+        if transport.get_write_buffer_size() > WRITE_BUFFER:
+            self._slow = True  # the socket is not keeping up: queue until it has drained
+
     def close_soon(self, code: int, reason: str) -> None:
         if self.closing:
             return
         self.closing = True
-        asyncio.get_running_loop().create_task(self._close(code, reason))
+        self._loop.create_task(self._close(code, reason))
 
     async def _close(self, code: int, reason: str) -> None:
+        if self._writer is not None and self._slow:
+            # Frames queued before the close go first (bounded: the writer stops on a closed
+            # socket, and finish() cancels it after its timeout).
+            with contextlib.suppress(asyncio.QueueFull):
+                self._queue.put_nowait(None)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._writer), 2.0)
+        self._flush()
         with contextlib.suppress(Exception):
             await self.ws.close(code=code, message=reason.encode()[:120])
 
     async def _write(self) -> None:
+        """Send what the queue holds while the socket is slow; then hand back to ``push``."""
         try:
             while True:
+                transport = self._transport
+                if (
+                    self._queue.empty()
+                    and transport is not None
+                    and transport.get_write_buffer_size() <= WRITE_BUFFER
+                ):
+                    self._slow = False
                 frame = await self._queue.get()
                 if frame is None or self.ws.closed:
                     return
                 await self.ws.send_frame(frame, WSMsgType.TEXT)  # bytes as they are
-                code = closing_code(frame)
-                if code is not None:
-                    self.closing = True
-                    await self._close(code, "closed by the server")
-                    return
         except (ConnectionResetError, RuntimeError):
             return  # the socket went away; the handler's reader notices
 
     async def finish(self, timeout: float = 2.0) -> None:
-        """Flush what is queued (bounded time), then stop the writer."""
+        """Flush what is pending (bounded time), then stop the writer."""
+        self._flush()
         if self._writer is None:
             return
         with contextlib.suppress(asyncio.QueueFull):

@@ -1,7 +1,7 @@
 """``/ws``: the socket transport. Hello phase (auth, resume), then one message at a time.
 
-Only this task reads from the socket; the ``Connection``'s writer task is the only one that
-writes. Bad messages get an ``error`` with the client's ``ref``; only abuse closes the socket.
+Only this task reads from the socket; only its ``Connection`` writes to it. Bad messages get
+an ``error`` with the client's ``ref``; only abuse closes the socket.
 """
 
 from __future__ import annotations
@@ -59,12 +59,14 @@ class SignalingHandler:
         self.sockets: set[web.WebSocketResponse] = set()
 
     async def __call__(self, request: web.Request) -> web.WebSocketResponse:
+        # No permessage-deflate: signaling frames are few and small, and a zlib stream per
+        # direction would cost CPU on every frame and memory on every idle socket.
         ws = web.WebSocketResponse(
-            heartbeat=self.heartbeat, max_msg_size=MAX_FRAME, decode_text=False
+            heartbeat=self.heartbeat, max_msg_size=MAX_FRAME, decode_text=False, compress=False
         )
         await ws.prepare(request)
         self.sockets.add(ws)
-        conn = Connection(ws)
+        conn = Connection(ws, transport=request.transport)
         conn.start()
         try:
             await self._serve(ws, conn)
