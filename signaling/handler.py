@@ -31,6 +31,7 @@ HELLO_TIMEOUT = 5.0
 RESUME_AUDIENCE = "citycall-resume"
 ABUSE_LIMIT = 100  # messages refused in a row before the socket is closed
 MAX_FRAME = 256 * 1024  # above this aiohttp closes with 1009; below, we answer with an error
+_RELAYED = (protocol.Offer, protocol.Answer, protocol.Candidate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,18 +214,23 @@ class SignalingHandler:
         who: Identity,
         joined: bool,
     ) -> None:
+        allow, parse, relay = conn.bucket.allow, protocol.parse, self.node.rooms.relay
         async for raw in ws:
-            if raw.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            if raw.type is not WSMsgType.TEXT and raw.type is not WSMsgType.BINARY:
                 continue
-            if not conn.bucket.allow(monotonic()):
+            if not allow(monotonic()):
                 if conn.bucket.over >= ABUSE_LIMIT:
                     conn.close_soon(protocol.CLOSE_ABUSE, "flood")
                     return
                 conn.push_message(protocol.error(protocol.RATE_LIMITED, "slow down"))
                 continue
             try:
-                msg = protocol.parse(raw.data)
-                joined = await self._dispatch(msg, conn, entry, peer_id, who, joined)
+                msg = parse(raw.data)
+                sid = entry.session_id
+                if joined and sid is not None and isinstance(msg, _RELAYED):  # the common case
+                    await relay(sid, peer_id, msg)
+                else:
+                    joined = await self._dispatch(msg, conn, entry, peer_id, who, joined)
             except protocol.ProtocolError as exc:
                 conn.push_message(protocol.error(exc.code, exc.message, exc.ref))
             except BrokerError as exc:

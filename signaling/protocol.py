@@ -271,14 +271,33 @@ def error(code: str, message: str, ref: str | None = None) -> dict[str, Any]:
     return out
 
 
-def relayed(msg: Offer | Answer | Candidate, sender: str) -> dict[str, Any]:
-    """The message as the addressee gets it: ``from`` stamped by the server, no ``to``."""
-    out: dict[str, Any] = {"type": msg.__struct_config__.tag, "from": sender}
-    if isinstance(msg, Offer | Answer):
-        out["sdp"] = msg.sdp
-    else:
-        out["candidate"] = None if msg.candidate is None else msgspec.to_builtins(msg.candidate)
-    return out
+class _Relayed(msgspec.Struct, frozen=True, tag_field="type", rename={"sender": "from"}):
+    sender: str
+
+
+class _RelayedOffer(_Relayed, frozen=True, tag="offer"):
+    sdp: str
+
+
+class _RelayedAnswer(_Relayed, frozen=True, tag="answer"):
+    sdp: str
+
+
+class _RelayedCandidate(_Relayed, frozen=True, tag="candidate"):
+    candidate: IceCandidate | None
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def relayed(msg: Offer | Answer | Candidate, sender: str) -> bytes:
+    """The message as the addressee gets it, encoded: ``from`` stamped by the server, no
+    ``to`` (``{"type":...,"from":...,"sdp"|"candidate":...}``)."""
+    if isinstance(msg, Candidate):
+        return _encoder.encode(_RelayedCandidate(sender, msg.candidate))
+    if isinstance(msg, Offer):
+        return _encoder.encode(_RelayedOffer(sender, msg.sdp))
+    return _encoder.encode(_RelayedAnswer(sender, msg.sdp))
 
 
 def stamp_seq(payload: bytes, seq: int) -> bytes:

@@ -323,7 +323,7 @@ class Rooms:
             raise protocol.ProtocolError(protocol.NOT_JOINED, "join the call first", msg.id)
         if target is None or target.state == WAITING or target.peer_id == sender:
             raise protocol.ProtocolError(protocol.UNKNOWN_PEER, "no such peer in this call", msg.id)
-        await self._bus.send(msg.to, protocol.encode(protocol.relayed(msg, sender)))
+        await self._bus.send(msg.to, protocol.relayed(msg, sender))
 
     async def chat(self, session_id: str, sender: str, text: str, ref: str | None) -> None:
         peers = await self._bus.room_peers(session_id)

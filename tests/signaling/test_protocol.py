@@ -485,13 +485,18 @@ def test_error_builder() -> None:
     assert protocol.error(protocol.UNKNOWN_PEER, "who?", "x1")["ref"] == "x1"
 
 
+def relayed(msg: protocol.Offer | protocol.Answer | protocol.Candidate, sender: str) -> Any:
+    """The relayed message as the addressee decodes it."""
+    return json.loads(protocol.relayed(msg, sender))
+
+
 def test_relayed_offer_stamps_from_and_drops_to(offer_sdp: str) -> None:
     msg = protocol.parse(raw({"type": "offer", "id": "o1", "to": "peer-b", "sdp": offer_sdp}))
     assert isinstance(msg, protocol.Offer)
-    out = protocol.relayed(msg, "peer-a")
+    out = relayed(msg, "peer-a")
     assert out == {"type": "offer", "from": "peer-a", "sdp": offer_sdp}
     answer = protocol.Answer(to="peer-a", sdp=offer_sdp)
-    assert protocol.relayed(answer, "peer-b") == {
+    assert relayed(answer, "peer-b") == {
         "type": "answer",
         "from": "peer-b",
         "sdp": offer_sdp,
@@ -503,20 +508,20 @@ def test_relayed_candidate_keeps_browser_names() -> None:
         candidate_msg({"candidate": SRFLX, "sdpMid": "0", "usernameFragment": "u"})
     )
     assert isinstance(msg, protocol.Candidate)
-    out = protocol.relayed(msg, "peer-a")
+    out = relayed(msg, "peer-a")
     assert out["type"] == "candidate" and out["from"] == "peer-a"
     assert "to" not in out and "id" not in out
     assert out["candidate"]["candidate"] == SRFLX
     assert out["candidate"]["sdpMid"] == "0"
     assert out["candidate"]["usernameFragment"] == "u"
-    end = protocol.relayed(protocol.Candidate(to="peer-b"), "peer-a")
+    end = relayed(protocol.Candidate(to="peer-b"), "peer-a")
     assert end == {"type": "candidate", "from": "peer-a", "candidate": None}
 
 
 def test_relayed_cannot_be_spoofed() -> None:
     """A client's own ``from`` is refused at parse time; the stamped one is the server's."""
     assert refused(candidate_msg(None, **{"from": "peer-x"})).code == protocol.INVALID_MESSAGE
-    out = protocol.relayed(protocol.Candidate(to="peer-b"), "peer-a")
+    out = relayed(protocol.Candidate(to="peer-b"), "peer-a")
     assert out["from"] == "peer-a"
 
 
@@ -524,7 +529,7 @@ def test_relayed_cannot_be_spoofed() -> None:
 def test_stamp_seq_puts_seq_first(seq: int, offer_sdp: str) -> None:
     payloads = [
         protocol.encode(protocol.error(protocol.RATE_LIMITED, "slow down", "r")),
-        protocol.encode(protocol.relayed(protocol.Offer(to="b", sdp=offer_sdp), "a")),
+        protocol.relayed(protocol.Offer(to="b", sdp=offer_sdp), "a"),
         protocol.encode({"type": "peer-left", "peer_id": "p", "reason": "left"}),
     ]
     for payload in payloads:
@@ -613,7 +618,7 @@ GUEST = {
 
 def server_samples(sdp: str) -> dict[str, dict[str, Any]]:
     """One message of every server type as the client receives it (``seq`` included)."""
-    relayed_candidate = protocol.relayed(
+    relayed_candidate = relayed(
         protocol.Candidate(to="b", candidate=protocol.IceCandidate(candidate=RELAY, sdpMid="0")),
         "peer-a",
     )
@@ -660,8 +665,8 @@ def server_samples(sdp: str) -> dict[str, dict[str, Any]]:
         {"type": "peer-left", "peer_id": "peer-g", "reason": "timeout"},
         {"type": "peer-reconnecting", "peer_id": "peer-g"},
         {"type": "peer-resumed", "peer_id": "peer-g"},
-        protocol.relayed(protocol.Offer(to="b", sdp=sdp), "peer-a"),
-        protocol.relayed(protocol.Answer(to="a", sdp=sdp), "peer-b"),
+        relayed(protocol.Offer(to="b", sdp=sdp), "peer-a"),
+        relayed(protocol.Answer(to="a", sdp=sdp), "peer-b"),
         relayed_candidate,
         {"type": "chat", "from": "peer-a", "text": "hi", "at": "2026-03-01T09:30:00.123456+00:00"},
         {"type": "mute-request", "from": "peer-a", "kind": "audio"},
