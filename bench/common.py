@@ -78,11 +78,16 @@ def _commit() -> str:
     return head + ("+changes" if dirty else "")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of the whole process (all its threads), from /proc/<pid>/stat."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU time of the whole process (all its threads), /proc/<pid>/stat."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # utime, stime (fields 14, 15)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the whole process (all its threads), from /proc/<pid>/stat."""
+    return sum(cpu_times(pid))
 
 
 def _proc_stat() -> list[int]:
@@ -130,16 +135,22 @@ class Busy:
         self.me0 = time.process_time()
         self.machine0 = machine_busy_seconds()
         self.steal0 = steal_seconds()
-        self.cpu0 = [s.cpu() for s in self.servers]
+        self.cpu0 = [cpu_times(s.pid) for s in self.servers]
 
     def done(self) -> dict[str, Any]:
         wall = time.perf_counter() - self.t0
-        cpu = {s.name: s.cpu() - c for s, c in zip(self.servers, self.cpu0, strict=True)}
+        cpu, user = {}, {}
+        for server, t0 in zip(self.servers, self.cpu0, strict=True):
+            t = cpu_times(server.pid)
+            cpu[server.name] = sum(t) - sum(t0)
+            user[server.name] = t[0] - t0[0]
         mine = time.process_time() - self.me0
         machine = machine_busy_seconds() - self.machine0
         return {
             "wall_s": round(wall, 3),
             "cpu_s": {k: round(v, 3) for k, v in cpu.items()},
+            # the share of it spent in user space (the rest is the kernel: syscalls, wake-ups)
+            "user_share": {k: round(user[k] / v, 2) if v else None for k, v in cpu.items()},
             "client_cpu_s": round(mine, 3),
             "other_cpus": round(max(0.0, machine - mine - sum(cpu.values())) / wall, 2),
             "steal_ms": round((steal_seconds() - self.steal0) * 1000),
@@ -279,9 +290,10 @@ def start_broker(
     return server
 
 
-def start_bare_relay(name: str = "bare-relay") -> Server:
+def start_bare_relay(name: str = "bare-relay", module: str = "bench.bare_relay") -> Server:
+    """The baseline relay (or, with ``module="bench.lean_relay"``, the lean one)."""
     port = free_port()
-    args = [sys.executable, "-m", "bench.bare_relay", "--port", str(port)]
+    args = [sys.executable, "-m", module, "--port", str(port)]
     return spawn(name, args, port)
 
 
