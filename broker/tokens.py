@@ -290,6 +290,17 @@ class Tokens:
         )
 
 
+def unverified_type(token: str) -> str | None:
+    """The ``typ`` claim of a token, *not verified*: only to pick the one verification to run
+    (``Tokens.verify`` still checks everything, ``typ`` included). None if unreadable."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    typ = claims.get("typ")
+    return typ if isinstance(typ, str) else None
+
+
 def opaque_secret() -> str:
     """A 256-bit random secret for refresh tokens, API keys and device codes."""
     return secrets.token_urlsafe(32)
