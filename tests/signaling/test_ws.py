@@ -392,3 +392,37 @@ async def test_a_tv_coming_online_during_a_call_is_rung(client: Any) -> None:
     ring = await tv.expect("incoming-call")
     assert ring["session_id"] == session_id
     assert ring["from_name"] == "Test Person"
+
+
+async def test_a_tv_coming_online_after_the_call_is_not_rung(client: Any) -> None:
+    grandma = await signed_up(client, "family")
+    grandson = await signed_up(client, "family")
+    session_id = await family_call(client, grandson, grandma, "Over already")
+    caller = await connect(client, await join_token(client, session_id, grandson))
+    await caller.send(type="join")
+    await caller.expect("joined")
+    await caller.send(type="leave")
+    await asyncio.sleep(0.3)
+    tv = await connect(client, grandma.access_token)
+    with pytest.raises(TimeoutError):
+        await tv.expect("incoming-call", timeout=0.5)
+    caller = await connect(client, await join_token(client, session_id, grandson))
+    await caller.send(type="join")  # the caller tries again: now the TV rings
+    assert (await tv.expect("incoming-call"))["session_id"] == session_id
+
+
+async def test_a_tv_is_not_rung_for_a_call_its_user_hung_up_on(client: Any) -> None:
+    grandma = await signed_up(client, "family")
+    grandson = await signed_up(client, "family")
+    session_id = await family_call(client, grandson, grandma, "Hung up")
+    caller = await connect(client, await join_token(client, session_id, grandson))
+    await caller.send(type="join")
+    await caller.expect("joined")
+    phone = await connect(client, await join_token(client, session_id, grandma))
+    await phone.send(type="join")
+    await caller.expect("peer-joined")
+    await phone.send(type="leave")
+    await caller.expect("peer-left")
+    tv = await connect(client, grandma.access_token)
+    with pytest.raises(TimeoutError):
+        await tv.expect("incoming-call", timeout=0.5)
