@@ -273,11 +273,14 @@ class Rooms:
     async def close_room(self, session_id: str, reason: str) -> None:
         """Everyone out: a host ended it, or it was cancelled (waiting room included)."""
         async with self._bus.room_lock(session_id):
-            for p in await self._bus.room_peers(session_id):
+            peers = await self._bus.room_peers(session_id)
+            for p in peers:
                 await self.send(
                     p.peer_id, {"type": "session-ended", "session_id": session_id, "reason": reason}
                 )
                 await self._bus.remove_peer(session_id, p.peer_id)
+            if peers:
+                await self._emptied(session_id)
 
     # ringing
     async def ring(self, session: Session, caller: str, only: str | None = None) -> None:
