@@ -9,6 +9,7 @@ with, and any node verifies any node's tokens. A new key is made when the newest
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import logging
@@ -288,6 +289,21 @@ class Tokens:
             token_id=str(claims["jti"]),
             expires_at=int(claims["exp"]),
         )
+
+
+def unverified_type(token: str) -> str | None:
+    """The ``typ`` claim of a token, *not verified*: only to pick the one verification to run
+    (``Tokens.verify`` still checks everything, ``typ`` included). None if unreadable. Reads
+    the payload itself: a few microseconds, where ``jwt.decode`` unverified takes about 30."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, binascii.Error):  # bad base64, UTF-8 or JSON
+        return None
+    typ = claims.get("typ") if isinstance(claims, dict) else None
+    return typ if isinstance(typ, str) else None
 
 
 def opaque_secret() -> str:

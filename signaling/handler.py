@@ -18,7 +18,7 @@ from broker.domain import new_id, utcnow
 from broker.errors import BrokerError, InvalidToken
 from broker.policy import Principal
 from broker.scheduling.joining import JOIN_AUDIENCE, Joining
-from broker.tokens import Tokens
+from broker.tokens import Tokens, unverified_type
 from broker.turn import ice_servers
 from signaling import protocol
 from signaling.bus.base import BusUnavailable
@@ -106,32 +106,24 @@ class SignalingHandler:
                 log.warning("bus unavailable; peer not marked away", extra={"peer_id": peer_id})
 
     async def _identify(self, hello: protocol.Hello) -> Identity:
+        # One signature check: the unverified ``typ`` picks the verification, which then
+        # checks everything (a forged ``typ`` fails it like any other forged claim).
         try:
+            if unverified_type(hello.token) == "access":
+                access = await self.tokens.verify_access(hello.token)
+                return Identity(
+                    access.user_id,
+                    None,
+                    None,
+                    None,
+                    Principal(access.user_id, access.role, access.clinic_id),
+                )
             claims = await self.tokens.verify(hello.token, JOIN_AUDIENCE, "join")
-            return Identity(
-                str(claims["sub"]),
-                str(claims["sid"]),
-                str(claims["role"]),
-                claims.get("name"),
-                None,
-            )
         except InvalidToken as exc:
-            join_error = exc
-        try:
-            access = await self.tokens.verify_access(hello.token)
-        except InvalidToken:
-            code = (
-                protocol.TOKEN_EXPIRED
-                if join_error.code == "token_expired"
-                else protocol.INVALID_TOKEN
-            )
-            raise protocol.ProtocolError(code, join_error.message, hello.id) from None
+            code = protocol.TOKEN_EXPIRED if exc.code == "token_expired" else protocol.INVALID_TOKEN
+            raise protocol.ProtocolError(code, exc.message, hello.id) from None
         return Identity(
-            access.user_id,
-            None,
-            None,
-            None,
-            Principal(access.user_id, access.role, access.clinic_id),
+            str(claims["sub"]), str(claims["sid"]), str(claims["role"]), claims.get("name"), None
         )
 
     async def _welcome(

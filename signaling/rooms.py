@@ -20,13 +20,22 @@ from broker.scheduling.joining import Joining
 from broker.scheduling.model import PROFILES, ParticipantRole, Session, SessionKind, SessionStatus
 from broker.scheduling.service import make_event
 from broker.store.base import Store
-from broker.store.schedule_base import SessionQuery
 from signaling import protocol
 from signaling.bus.base import Bus, PeerRecord
 
 log = logging.getLogger(__name__)
 
 WAITING, IN_CALL, RECONNECTING = "waiting", "in_call", "reconnecting"
+RING_BEFORE = timedelta(minutes=15)  # a TV coming online is rung for calls starting this soon
+STATUS_EVENTS = {SessionStatus.ARRIVED: "session.started", SessionStatus.FULFILLED: "session.ended"}
+
+
+def live_calls_key(user_id: str) -> str:
+    """The bus set of a user's family calls that someone joined while the user was not in
+    them: what ``ring_pending`` looks at when the user's TV comes online, instead of searching
+    the store on every idle ``hello``. It lives with the bus's idle sets (``Bus.add_idle``),
+    under a prefix no user id has; an entry goes when its room is found empty."""
+    return f"live-calls:{user_id}"
 
 
 def peer_view(p: PeerRecord) -> dict[str, Any]:
@@ -94,10 +103,12 @@ class Rooms:
                 else protocol.SESSION_ENDED
             )
             raise protocol.ProtocolError(code, exc.message, ref) from None
+        named = name is not None
         if name is None:
             user = await self._store.get_user(subject)
             name = user.display_name if user is not None else None
         waits = session.kind is SessionKind.CHECKUP and ParticipantRole(role).waits
+        starts = False
         async with self._bus.room_lock(session_id):
             peers = await self._bus.room_peers(session_id)
             for old in peers:
@@ -117,21 +128,43 @@ class Rooms:
                 self._clock(),
                 device,
             )
+            if session.kind is SessionKind.FAMILY_CALL:  # before the peer: see ring_pending
+                present = {subject, *(p.subject for p in peers)}
+                for uid in session.member_ids:
+                    if uid not in present:
+                        await self._bus.add_idle(live_calls_key(uid), session_id)
             await self._bus.put_peer(me)
             if waits:
                 await self._announce_waiting(session_id, [*peers, me])
             else:
-                await self._enter_call(session, me, peers)
-        await self._joining.record(session_id, "joined", subject)
+                starts = await self._enter_call(session, me, peers)
+        to = SessionStatus.CHECKED_IN if waits else SessionStatus.ARRIVED if starts else None
+        await self._record_joined(session, subject, to)
         if session.kind is SessionKind.FAMILY_CALL:
-            await self.ring(session, subject)
-        if waits:
-            await self._set_status(session, SessionStatus.CHECKED_IN)
+            if named:
+                await self.ring(session, subject)
+            else:  # the caller's name was just read: do not read it again
+                await self._ring(session, subject, name, None)
         log.info(
             "peer joined", extra={"peer_id": peer_id, "session_id": session_id, "state": me.state}
         )
 
-    async def _enter_call(self, session: Session, me: PeerRecord, others: list[PeerRecord]) -> None:
+    async def _record_joined(
+        self, session: Session, subject: str, to: SessionStatus | None
+    ) -> None:
+        """The ``joined`` audit entry, and the status change the join makes, in one write."""
+        entry = self._joining.audit_entry(session.id, "joined", subject)
+        changed = None if to is None else await self._status_change(session, to)
+        if changed is None:
+            await self._store.append_audit(entry)
+        else:
+            await self._store.update_session(changed, entry)
+            await self._status_event(changed)
+        await self._joining.announce(entry, changed or session)
+
+    async def _enter_call(self, session: Session, me: PeerRecord, others: list[PeerRecord]) -> bool:
+        """Tell ``me`` and the others; True if this starts a family call (its status is the
+        caller's to change)."""
         in_call = [p for p in others if p.state != WAITING]
         await self.send(
             me.peer_id,
@@ -152,8 +185,7 @@ class Rooms:
             await self.send(
                 me.peer_id, {"type": "waiting-room", "waiting": [peer_view(p) for p in waiting]}
             )
-        if session.kind is SessionKind.FAMILY_CALL and in_call:
-            await self._set_status(session, SessionStatus.ARRIVED)
+        return session.kind is SessionKind.FAMILY_CALL and bool(in_call)
 
     async def _announce_waiting(self, session_id: str, peers: list[PeerRecord]) -> None:
         """Tell each waiting peer its position, and the hosts the whole list."""
@@ -241,18 +273,26 @@ class Rooms:
     async def close_room(self, session_id: str, reason: str) -> None:
         """Everyone out: a host ended it, or it was cancelled (waiting room included)."""
         async with self._bus.room_lock(session_id):
-            for p in await self._bus.room_peers(session_id):
+            peers = await self._bus.room_peers(session_id)
+            for p in peers:
                 await self.send(
                     p.peer_id, {"type": "session-ended", "session_id": session_id, "reason": reason}
                 )
                 await self._bus.remove_peer(session_id, p.peer_id)
+            if peers:
+                await self._emptied(session_id)
 
     # ringing
     async def ring(self, session: Session, caller: str, only: str | None = None) -> None:
         """Ring the idle connections (a paired TV, a phone) of everyone not in the call yet
         (or just the idle connection ``only``)."""
-        present = {p.subject for p in await self._bus.room_peers(session.id)}
         caller_user = await self._store.get_user(caller)
+        await self._ring(session, caller, caller_user.display_name if caller_user else None, only)
+
+    async def _ring(
+        self, session: Session, caller: str, caller_name: str | None, only: str | None
+    ) -> None:
+        present = {p.subject for p in await self._bus.room_peers(session.id)}
         for uid in session.member_ids:
             if uid in present:
                 continue
@@ -269,7 +309,7 @@ class Rooms:
                         "type": "incoming-call",
                         "session_id": session.id,
                         "from_user": caller,
-                        "from_name": caller_user.display_name if caller_user else None,
+                        "from_name": caller_name,
                         "kind": session.kind.value,
                         "title": session.title,
                         "auto_answer": trusted,
@@ -278,20 +318,15 @@ class Rooms:
 
     async def ring_pending(self, user_id: str, idle_peer: str) -> None:
         """A TV came online (or back): ring it for family calls already going on."""
-        now = datetime.now(UTC)
-        sessions = await self._store.list_sessions(
-            SessionQuery(
-                user_id=user_id,
-                starts_from=now - rules.MAX_DURATION,
-                starts_before=now + timedelta(minutes=15),
-                statuses=(SessionStatus.BOOKED, SessionStatus.ARRIVED),
-            )
-        )
-        for session in sessions:
-            if session.kind is not SessionKind.FAMILY_CALL or session.end <= now:
-                continue
-            in_call = [p for p in await self._bus.room_peers(session.id) if p.state == IN_CALL]
+        key = live_calls_key(user_id)
+        for session_id in await self._bus.idle_peers(key):  # mostly none: no store query
+            in_call = [p for p in await self._bus.room_peers(session_id) if p.state == IN_CALL]
             if not in_call:
+                await self._forget_if_empty(key, session_id)
+                continue
+            session = await self._store.get_session(session_id)
+            now = datetime.now(UTC)
+            if session is None or not _rings(session, now):
                 continue
             trail = await self._store.list_audit(session.id)
             if any(
@@ -299,6 +334,12 @@ class Rooms:
             ):
                 continue  # they hung up on this call themselves: do not ring them back
             await self.ring(session, in_call[0].subject, only=idle_peer)
+
+    async def _forget_if_empty(self, key: str, session_id: str) -> None:
+        # Under the room's lock: a join adds its entries before its peer, under the same lock.
+        async with self._bus.room_lock(session_id):
+            if not await self._bus.room_peers(session_id):
+                await self._bus.remove_idle(key, session_id)
 
     async def declined(self, session_id: str, user_id: str) -> None:
         session = await self._session(session_id)
@@ -345,20 +386,31 @@ class Rooms:
             me = await self._bus.get_peer(session_id, peer_id)
             if me is None:
                 return
-            await self._leave_locked(me, reason)
-        await self._joining.record(session_id, "left", me.subject, reason=reason)
+            rest = await self._leave_locked(me, reason)
+            session = None if rest else await self._emptied(session_id)
+        await self._joining.record(session_id, "left", me.subject, reason=reason, session=session)
 
-    async def _leave_locked(self, me: PeerRecord, reason: str) -> None:
+    async def _emptied(self, session_id: str) -> Session | None:
+        """The room is empty now (lock held): its family call is live for nobody any more."""
+        session = await self._store.get_session(session_id)
+        if session is not None and session.kind is SessionKind.FAMILY_CALL:
+            for uid in session.member_ids:
+                await self._bus.remove_idle(live_calls_key(uid), session_id)
+        return session
+
+    async def _leave_locked(self, me: PeerRecord, reason: str) -> list[PeerRecord]:
+        """Remove ``me`` and tell the rest; returns the rest."""
         await self._bus.remove_peer(me.session_id, me.peer_id)
         rest = await self._bus.room_peers(me.session_id)
         if me.state == WAITING:
             await self._announce_waiting(me.session_id, rest)
-            return
+            return rest
         for p in rest:
             if p.state != WAITING:
                 await self.send(
                     p.peer_id, {"type": "peer-left", "peer_id": me.peer_id, "reason": reason}
                 )
+        return rest
 
     async def _drop(self, old: PeerRecord, reason: str) -> None:
         """Remove a peer (lock held) and tell its socket to close."""
@@ -413,21 +465,39 @@ class Rooms:
                 return
             if self._clock() - me.away_since < grace - 0.05:
                 return  # it came back and dropped again since: its own timer decides
-            await self._leave_locked(me, "dropped")
+            rest = await self._leave_locked(me, "dropped")
+            session = None if rest else await self._emptied(session_id)
         await self._bus.forget(peer_id)
-        await self._joining.record(session_id, "left", me.subject, reason="dropped")
+        await self._joining.record(
+            session_id, "left", me.subject, reason="dropped", session=session
+        )
 
     async def _set_status(self, session: Session, to: SessionStatus) -> None:
+        changed = await self._status_change(session, to)
+        if changed is not None:
+            await self._store.update_session(changed)
+            await self._status_event(changed)
+
+    async def _status_change(self, session: Session, to: SessionStatus) -> Session | None:
+        """The session (as stored now) moved to ``to``, or None if it is there or cannot go."""
         fresh = await self._store.get_session(session.id) or session
         try:
             changed = rules.transition(fresh, to, datetime.now(UTC))
         except BrokerError:
-            return
-        if changed is not fresh:
-            await self._store.update_session(changed)
-            kind = {
-                SessionStatus.ARRIVED: "session.started",
-                SessionStatus.FULFILLED: "session.ended",
-            }.get(to)
-            if kind is not None:
-                await self._joining.emit(make_event(kind, changed, datetime.now(UTC)))
+            return None
+        return None if changed is fresh else changed
+
+    async def _status_event(self, changed: Session) -> None:
+        kind = STATUS_EVENTS.get(changed.status)
+        if kind is not None:
+            await self._joining.emit(make_event(kind, changed, datetime.now(UTC)))
+
+
+def _rings(session: Session, now: datetime) -> bool:
+    """Whether a member's TV coming online is rung for this call (if someone is in it)."""
+    return (
+        session.kind is SessionKind.FAMILY_CALL
+        and session.status in (SessionStatus.BOOKED, SessionStatus.ARRIVED)
+        and now - rules.MAX_DURATION <= session.start < now + RING_BEFORE
+        and session.end > now
+    )

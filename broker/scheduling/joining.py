@@ -206,6 +206,25 @@ class Joining:
         await self._events.emit(event)
 
     # audit trail
+    def audit_entry(
+        self,
+        session_id: str,
+        action: str,
+        actor_id: str | None,
+        subject_id: str | None = None,
+        reason: str | None = None,
+    ) -> AuditEntry:
+        return AuditEntry(session_id, self._clock(), action, actor_id, subject_id, reason)
+
+    async def announce(self, entry: AuditEntry, session: Session) -> None:
+        """The webhook event of a recorded participant action (none for other actions)."""
+        kind = PARTICIPANT_EVENTS.get(entry.action)
+        if kind is not None:
+            data = {"participant_id": entry.subject_id or entry.actor_id or ""}
+            if entry.reason:
+                data["reason"] = entry.reason
+            await self._events.emit(make_event(kind, session, entry.at, **data))
+
     async def record(
         self,
         session_id: str,
@@ -213,19 +232,16 @@ class Joining:
         actor_id: str | None,
         subject_id: str | None = None,
         reason: str | None = None,
+        *,
+        session: Session | None = None,
     ) -> None:
-        """Append to the audit trail; participant actions also become webhook events."""
-        session = await self._session(session_id)
-        at = self._clock()
-        await self._store.append_audit(
-            AuditEntry(session_id, at, action, actor_id, subject_id, reason)
-        )
-        kind = PARTICIPANT_EVENTS.get(action)
-        if kind is not None:
-            data = {"participant_id": subject_id or actor_id or ""}
-            if reason:
-                data["reason"] = reason
-            await self._events.emit(make_event(kind, session, at, **data))
+        """Append to the audit trail; participant actions also become webhook events.
+        ``session``: the session, if the caller has just read it (saves reading it again)."""
+        if session is None:
+            session = await self._session(session_id)
+        entry = self.audit_entry(session_id, action, actor_id, subject_id, reason)
+        await self._store.append_audit(entry)
+        await self.announce(entry, session)
 
     async def audit(self, by: Principal, session_id: str) -> list[AuditEntry]:
         session = await self._session(session_id)

@@ -244,7 +244,7 @@ class RedisScheduleMixin:
         return None if text is None else load(Session, text)
 
     @_translated
-    async def update_session(self, session: Session) -> None:
+    async def update_session(self, session: Session, audit: AuditEntry | None = None) -> None:
         key = self._sched("session", session.id)
 
         async def attempt(pipe: Pipeline) -> None:
@@ -252,6 +252,8 @@ class RedisScheduleMixin:
             old = await pipe.get(key)
             _begin(pipe)
             self._write_session(pipe, session, None if old is None else load(Session, old))
+            if audit is not None:
+                pipe.rpush(self._entity("session", audit.session_id, ":audit"), dump(audit))
             await pipe.execute()
 
         await self._optimistic(attempt, "session update")

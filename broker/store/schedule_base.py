@@ -59,8 +59,9 @@ class ScheduleStore(Protocol):
 
     async def get_session(self, session_id: str) -> Session | None: ...
 
-    async def update_session(self, session: Session) -> None:
-        """Replace a session without booking checks (status changes, participants' names)."""
+    async def update_session(self, session: Session, audit: AuditEntry | None = None) -> None:
+        """Replace a session without booking checks (status changes, participants' names);
+        with ``audit``, append that entry to the trail in the same transaction."""
 
     async def list_sessions(self, query: SessionQuery) -> list[Session]:
         """Matching sessions ordered by start, then id."""

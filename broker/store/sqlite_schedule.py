@@ -77,8 +77,13 @@ class SqliteScheduleMixin:
         )
         return load(Session, row["doc"]) if row else None
 
-    async def update_session(self, session: Session) -> None:
-        await self._run(lambda c: _write_session(c, session))
+    async def update_session(self, session: Session, audit: AuditEntry | None = None) -> None:
+        def q(c: sqlite3.Connection) -> None:
+            _write_session(c, session)
+            if audit is not None:
+                _append_audit(c, audit)
+
+        await self._run(q)
 
     async def list_sessions(self, query: SessionQuery) -> list[Session]:
         sql = "SELECT DISTINCT s.doc, s.start_at, s.id FROM sessions s"
@@ -375,12 +380,7 @@ class SqliteScheduleMixin:
 
     # audit
     async def append_audit(self, entry: AuditEntry) -> None:
-        await self._run(
-            lambda c: c.execute(
-                "INSERT INTO audit (session_id, at, doc) VALUES (?, ?, ?)",
-                (entry.session_id, ts(entry.at), dump(entry)),
-            )
-        )
+        await self._run(lambda c: _append_audit(c, entry))
 
     async def list_audit(self, session_id: str) -> list[AuditEntry]:
         rows = await self._run(
@@ -418,6 +418,13 @@ class SqliteScheduleMixin:
 
         result: bool = await self._run(q)
         return result
+
+
+def _append_audit(c: sqlite3.Connection, entry: AuditEntry) -> None:
+    c.execute(
+        "INSERT INTO audit (session_id, at, doc) VALUES (?, ?, ?)",
+        (entry.session_id, ts(entry.at), dump(entry)),
+    )
 
 
 def _write_session(c: sqlite3.Connection, s: Session) -> None:

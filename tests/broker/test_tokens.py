@@ -34,6 +34,7 @@ from broker.tokens import (
     rotate,
     secret_hash,
     thumbprint,
+    unverified_type,
 )
 
 ISSUER = "citycall"
@@ -209,6 +210,16 @@ async def test_expired_token_is_refused(tokens: Tokens) -> None:
     assert expires_at < utcnow().timestamp()
     error = await rejected(tokens, token, "expired")
     assert error.code == "token_expired"
+
+
+async def test_unverified_type_only_reads_the_claim(tokens: Tokens) -> None:
+    expired, _ = tokens.issue_access("usr_1", Role.PATIENT, None, now=utcnow() - timedelta(days=1))
+    join, _ = tokens.issue("usr_1", "citycall-signaling", "join", 60, {"sid": "ses_1"})
+    assert unverified_type(expired) == "access"  # expiry is not its business
+    assert unverified_type(join) == "join"
+    assert unverified_type(join.rsplit(".", 1)[0] + "." + "A" * 86) == "join"
+    for junk in ("garbage", "a.b.c", ""):
+        assert unverified_type(junk) is None
 
 
 async def test_not_yet_valid_token_is_refused(tokens: Tokens, ring: KeyRing) -> None:

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,36 @@ async def test_call_across_nodes_survives_a_killed_node(two_nodes: Any) -> None:
         await asyncio.sleep(0.5)
         rest = [back.inbox.get_nowait() for _ in range(back.inbox.qsize())]
         assert not [m for m in rest if m["type"] == "chat" and m["text"] != "I am back"]
+
+
+async def test_a_tv_coming_online_on_another_node_is_rung(two_nodes: Any) -> None:
+    a, b = two_nodes
+    grandson = _token(a, "grandson@demo.citycall.test")
+    grandma = _token(b, "grandma@demo.citycall.test")
+    grandma_id = b.call("GET", "/api/v1/me", token=grandma).json()["id"]
+    start = datetime.now(UTC) + timedelta(minutes=2)
+    booked = a.call(
+        "POST",
+        "/api/v1/sessions",
+        {
+            "kind": "family_call",
+            "title": "Across nodes",
+            "start": start.isoformat(),
+            "end": (start + timedelta(minutes=20)).isoformat(),  # before the demo's call
+            "participant_ids": [grandma_id],
+        },
+        token=grandson,
+    )
+    assert booked.status == 201, booked.body
+    session_id = booked.json()["items"][0]["id"]
+    async with aiohttp.ClientSession() as http:
+        caller = await open_peer(http, _ws(a), _join(a, grandson, session_id))
+        await caller.send(type="join")
+        await caller.expect("joined")
+        tv = await open_peer(http, _ws(b), grandma)  # the TV comes online on the other node
+        assert (await tv.expect("incoming-call"))["session_id"] == session_id
+        await caller.close()
+        await tv.close()
 
 
 async def test_shutdown_sends_clients_to_another_node(two_nodes: Any) -> None:

@@ -330,6 +330,35 @@ async def test_expired_join_token_is_refused(client: Any, checkup: Any) -> None:
     assert peer.ws.close_code == protocol.CLOSE_AUTH_FAILED
 
 
+async def test_expired_access_token_is_refused(client: Any) -> None:
+    tv = await signed_up(client, "family")
+    stale, _ = app_services(client).tokens.issue_access(
+        tv.user_id, Role.FAMILY, None, now=datetime.now(UTC) - timedelta(days=1)
+    )
+    peer = await connect(client, None)
+    await peer.send(type="hello", token=stale)
+    assert (await peer.expect("error"))["code"] == protocol.TOKEN_EXPIRED
+    await asyncio.sleep(0.2)
+    assert peer.ws.close_code == protocol.CLOSE_AUTH_FAILED
+
+
+async def test_tokens_of_other_kinds_are_refused(client: Any) -> None:
+    tv = await signed_up(client, "family")
+    tokens = app_services(client).tokens
+    resume, _ = tokens.issue("peer-1", "citycall-resume", "resume", 60, {"sid": "", "subj": "x"})
+    # Says "access" but is not one (its audience is signaling's): checked, not trusted.
+    mislabelled, _ = tokens.issue(
+        tv.user_id, "citycall-signaling", "access", 60, {"role": "family"}
+    )
+    forged = tv.access_token.rsplit(".", 1)[0] + "." + "A" * 86
+    for token in (resume, mislabelled, forged):
+        peer = await connect(client, None)
+        await peer.send(type="hello", token=token)
+        assert (await peer.expect("error"))["code"] == protocol.INVALID_TOKEN
+        await asyncio.sleep(0.2)
+        assert peer.ws.close_code == protocol.CLOSE_AUTH_FAILED
+
+
 async def test_trusted_contact_is_auto_answered(client: Any) -> None:
     grandma = await signed_up(client, "family")
     grandson = await signed_up(client, "family")
@@ -363,3 +392,37 @@ async def test_a_tv_coming_online_during_a_call_is_rung(client: Any) -> None:
     ring = await tv.expect("incoming-call")
     assert ring["session_id"] == session_id
     assert ring["from_name"] == "Test Person"
+
+
+async def test_a_tv_coming_online_after_the_call_is_not_rung(client: Any) -> None:
+    grandma = await signed_up(client, "family")
+    grandson = await signed_up(client, "family")
+    session_id = await family_call(client, grandson, grandma, "Over already")
+    caller = await connect(client, await join_token(client, session_id, grandson))
+    await caller.send(type="join")
+    await caller.expect("joined")
+    await caller.send(type="leave")
+    await asyncio.sleep(0.3)
+    tv = await connect(client, grandma.access_token)
+    with pytest.raises(TimeoutError):
+        await tv.expect("incoming-call", timeout=0.5)
+    caller = await connect(client, await join_token(client, session_id, grandson))
+    await caller.send(type="join")  # the caller tries again: now the TV rings
+    assert (await tv.expect("incoming-call"))["session_id"] == session_id
+
+
+async def test_a_tv_is_not_rung_for_a_call_its_user_hung_up_on(client: Any) -> None:
+    grandma = await signed_up(client, "family")
+    grandson = await signed_up(client, "family")
+    session_id = await family_call(client, grandson, grandma, "Hung up")
+    caller = await connect(client, await join_token(client, session_id, grandson))
+    await caller.send(type="join")
+    await caller.expect("joined")
+    phone = await connect(client, await join_token(client, session_id, grandma))
+    await phone.send(type="join")
+    await caller.expect("peer-joined")
+    await phone.send(type="leave")
+    await caller.expect("peer-left")
+    tv = await connect(client, grandma.access_token)
+    with pytest.raises(TimeoutError):
+        await tv.expect("incoming-call", timeout=0.5)

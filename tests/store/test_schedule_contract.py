@@ -537,6 +537,19 @@ async def test_audit_is_append_only_in_order(store: Store) -> None:
     assert await store.list_audit("ses_9") == []
 
 
+async def test_update_session_appends_its_audit_entry(store: Store) -> None:
+    s = session("ses_1")
+    await book(store, s)
+    first = AuditEntry("ses_1", T0, "joined", "usr_doc")
+    await store.append_audit(first)
+    arrived = replace(s, status=SessionStatus.ARRIVED, updated_at=T0)
+    joined = AuditEntry("ses_1", T0 + timedelta(seconds=1), "joined", "usr_pat")
+    await store.update_session(arrived, joined)
+    assert await store.get_session("ses_1") == arrived
+    assert await ids(store, statuses=(SessionStatus.ARRIVED,)) == ["ses_1"]
+    assert await store.list_audit("ses_1") == [first, joined]
+
+
 # coordination
 
 
