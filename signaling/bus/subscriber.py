@@ -1,0 +1,112 @@
+"""``Subscriber``: one Redis channel read on a connection of its own, messages handed on at once.
+
+The connection's protocol callback parses the pushes (``hiredis``) and calls ``on_message``
+for each message synchronously, in the order Redis published them: no task, no queue, no
+timeout per message. While the owner resyncs (``hold``), messages are kept and handed on when
+the hold ends, after what the resync delivered. The owner's chores (pinging an idle
+subscription, the claim refresh) run in ``watch``, in the owner's task, between pushes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from signaling.bus.base import BusUnavailable
+from signaling.bus.resp import Connection, RespClient
+
+__all__ = ["PING_EVERY", "Subscriber"]
+
+PING_EVERY = 5.0  # an idle subscription is pinged this often; silent for 3x: it is dropped
+SUBSCRIBE_TIMEOUT = 5.0  # seconds to wait for Redis to confirm the subscription
+
+
+class Subscriber:
+    """One subscription of ``channel``; ``subscribe`` it once, ``close`` it when done."""
+
+    def __init__(
+        self, client: RespClient, channel: str, on_message: Callable[[bytes], None]
+    ) -> None:
+        self._client = client
+        self._channel = channel.encode()
+        self._on_message = on_message
+        self._conn: Connection | None = None
+        self._confirmed: asyncio.Future[None] | None = None
+        self._held: list[bytes] | None = None
+
+    async def subscribe(self) -> None:
+        """Connect and subscribe; returns once Redis confirmed it (else ``BusUnavailable``)."""
+        self._confirmed = asyncio.get_running_loop().create_future()
+        self._conn = await self._client.open(self._on_push)
+        self._conn.send_nowait([b"SUBSCRIBE", self._channel])
+        try:
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
+                await asyncio.wait(
+                    [self._confirmed, self._conn.closed], return_when=asyncio.FIRST_COMPLETED
+                )
+        except TimeoutError:
+            raise BusUnavailable("redis did not confirm the subscription") from None
+        if not self._confirmed.done():
+            raise BusUnavailable("subscription lost")
+
+    def _on_push(self, push: Any) -> None:
+        if type(push) is list and len(push) == 3:
+            kind = push[0]
+            if kind == b"message":
+                if self._held is None:
+                    self._on_message(push[2])
+                else:
+                    self._held.append(push[2])
+                return
+            if kind == b"subscribe" and push[1] == self._channel:
+                if self._confirmed is not None and not self._confirmed.done():
+                    self._confirmed.set_result(None)
+                return
+        # pongs (["pong", ""]) and anything else only prove the connection alive
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Keep the messages that arrive meanwhile; hand them on, in order, at the end."""
+        if self._held is not None:  # already held by an outer hold
+            yield
+            return
+        self._held = []
+        try:
+            yield
+        finally:
+            held, self._held = self._held, None
+            for data in held:
+                self._on_message(data)
+
+    async def watch(self, every: float, chore: Callable[[], Awaitable[None]]) -> None:
+        """Until the subscription is lost (then ``BusUnavailable``): ping it when idle, drop it
+        when silent for ``3 * PING_EVERY``, and run ``chore`` every ``every`` seconds."""
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError("subscribe first")
+        loop = asyncio.get_running_loop()
+        seen, last_seen = conn.replies, loop.time()
+        last_ping = last_seen
+        next_chore = last_seen + every
+        while True:
+            wait = max(0.0, min(PING_EVERY, next_chore - loop.time()))
+            await asyncio.wait([conn.closed], timeout=wait)
+            if conn.closed.done():
+                raise BusUnavailable("subscription lost")
+            now = loop.time()
+            if conn.replies != seen:
+                seen, last_seen = conn.replies, now
+            elif now - last_seen > 3 * PING_EVERY:
+                raise BusUnavailable("no answer to PING")
+            elif now - max(last_seen, last_ping) >= PING_EVERY:
+                last_ping = now
+                conn.send_nowait([b"PING"])
+            if now >= next_chore:
+                next_chore = now + every
+                await chore()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.abort()
