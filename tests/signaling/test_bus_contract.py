@@ -27,6 +27,7 @@ from signaling import protocol
 from signaling.bus.base import REPLAY_LIMIT, Bus, BusUnavailable, PeerRecord
 from signaling.bus.memory import MemoryBus
 from signaling.bus.redis import RedisBus, RoomLockTimeout
+from signaling.bus.resp import RespClient
 from tests.support.servers import free_port
 
 ONE_NODE = "MemoryBus is a single node by definition: this case needs two nodes (Redis only)"
@@ -448,8 +449,8 @@ async def test_idle_peers_add_list_remove(backend: Backend) -> None:
 @pytest.mark.parametrize("redis_or_none", ["redis"], indirect=True)
 async def test_room_lock_waits_boundedly_and_a_dead_holder_lease_ends(backend: Backend) -> None:
     url = backend.needs_redis()
-    a = RedisBus(aredis.Redis.from_url(url), "node-a", lock_wait=0.2, lock_lease=0.5)
-    b = RedisBus(aredis.Redis.from_url(url), "node-b", lock_wait=0.2)
+    a = RedisBus(RespClient(url), "node-a", lock_wait=0.2, lock_lease=0.5)
+    b = RedisBus(RespClient(url), "node-b", lock_wait=0.2)
     backend.opened += [a, b]
     holder = a.room_lock("s1")
     await holder.__aenter__()  # a node that dies inside the lock never leaves it
@@ -469,7 +470,7 @@ async def test_a_dead_redis_is_unavailable(backend: Backend) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     with pytest.raises(BusUnavailable):
         await RedisBus.connect(url)
-    bus = RedisBus(aredis.Redis.from_url(url), "node-a")
+    bus = RedisBus(RespClient(url), "node-a")
     backend.opened.append(bus)
     with pytest.raises(BusUnavailable):
         await bus.send("p1", chat(1))
