@@ -2,8 +2,9 @@
 
 The connection's protocol callback parses the pushes (``hiredis``) and calls ``on_message``
 for each message synchronously, in the order Redis published them: no task, no queue, no
-timeout per message. While the owner resyncs (``hold``), messages are kept and handed on when
-the hold ends, after what the resync delivered. The owner's chores (pinging an idle
+timeout per message. While the owner resyncs (``hold``, and from the subscription on until
+its first resync is done), messages are kept and handed on when the hold ends, after what the
+resync delivered. The owner's chores (pinging an idle
 subscription, the claim refresh) run in ``watch``, in the owner's task, between pushes.
 """
 
@@ -37,8 +38,10 @@ class Subscriber:
         self._held: list[bytes] | None = None
 
     async def subscribe(self) -> None:
-        """Connect and subscribe; returns once Redis confirmed it (else ``BusUnavailable``)."""
+        """Connect and subscribe; returns once Redis confirmed it (else ``BusUnavailable``).
+        Messages are held until the first ``hold`` ends."""
         self._confirmed = asyncio.get_running_loop().create_future()
+        self._held = []
         self._conn = await self._client.open(self._on_push)
         self._conn.send_nowait([b"SUBSCRIBE", self._channel])
         try:
@@ -68,17 +71,23 @@ class Subscriber:
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
-        """Keep the messages that arrive meanwhile; hand them on, in order, at the end."""
-        if self._held is not None:  # already held by an outer hold
-            yield
-            return
-        self._held = []
+        """Keep the messages that arrive meanwhile; hand them on, in order, at the end.
+
+        A new subscription holds from the start (messages published while it was down reach the
+        owner only through its resync, which must come first), until its first hold ends. If
+        the body fails, nothing is handed on and the subscription stays held: the owner is to
+        close it and resync on a new one (handing on later frames would skip the missing ones).
+        """
+        if self._held is None:
+            self._held = []
         try:
             yield
-        finally:
-            held, self._held = self._held, None
-            for data in held:
-                self._on_message(data)
+        except BaseException:
+            self._held = []
+            raise
+        held, self._held = self._held, None
+        for data in held:
+            self._on_message(data)
 
     async def watch(self, every: float, chore: Callable[[], Awaitable[None]]) -> None:
         """Until the subscription is lost (then ``BusUnavailable``): ping it when idle, drop it

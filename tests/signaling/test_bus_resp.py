@@ -233,16 +233,38 @@ async def _subscribed(client: RespClient) -> None:
     sub = Subscriber(client, "chan", got.append)
     try:
         await sub.subscribe()
+        await client.call(b"PUBLISH", "chan", "early")
+        await asyncio.sleep(0.05)
+        assert got == []  # held until the owner's first resync is done
+        with sub.hold():
+            got.append(b"first resync")
+        assert got == [b"first resync", b"early"]
+        got.clear()
         await asyncio.gather(*(client.call(b"PUBLISH", "chan", f"m{n}") for n in range(300)))
         await _until(lambda: len(got) == 300)
-        assert got == [f"m{n}".encode() for n in range(300)]
+        assert got == [f"m{n}".encode() for n in range(300)]  # handed on at once, in order
         with sub.hold():
             await client.call(b"PUBLISH", "chan", "held")
-            await client.call(b"PING")  # the push has arrived by now (same server, in order)
             await asyncio.sleep(0.05)
             assert got[-1] == b"m299"
             got.append(b"resynced")
         assert got[-2:] == [b"resynced", b"held"]
+    finally:
+        sub.close()
+
+
+async def test_a_failed_resync_hands_nothing_on(client: RespClient) -> None:
+    got: list[bytes] = []
+    sub = Subscriber(client, "chan", got.append)
+    try:
+        await sub.subscribe()
+        with pytest.raises(BusUnavailable), sub.hold():
+            await client.call(b"PUBLISH", "chan", "after a gap")
+            await asyncio.sleep(0.05)
+            raise BusUnavailable("the resync failed")
+        await client.call(b"PUBLISH", "chan", "later")
+        await asyncio.sleep(0.05)
+        assert got == []  # the owner drops this subscription and resyncs on a new one
     finally:
         sub.close()
 
