@@ -65,6 +65,7 @@ import msgspec
 from signaling.bus import scripts
 from signaling.bus.base import REPLAY_LIMIT, BusUnavailable, Deliver, PeerRecord
 from signaling.bus.resp import RespClient, Script
+from signaling.bus.room_cache import RoomCache, decode_record
 from signaling.bus.subscriber import Subscriber
 
 if TYPE_CHECKING:
@@ -81,8 +82,6 @@ START_TIMEOUT = 5.0  # seconds start waits for the first subscription
 CLAIM_REFRESH = 10.0  # seconds between refreshes of this node's claims (at most peer_ttl / 3)
 RECONNECT_MIN, RECONNECT_MAX = 0.05, 2.0
 BATCH = 256  # scripts in flight at once when refreshing or resyncing many peers
-
-_decode_record = msgspec.json.Decoder(PeerRecord).decode
 
 
 class RoomLockTimeout(BusUnavailable, TimeoutError):
@@ -147,6 +146,7 @@ class RedisBus:
         self._deliver: Deliver | None = None
         self._reader: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._rooms = RoomCache(client)
 
     @classmethod
     async def connect(
@@ -253,9 +253,10 @@ class RedisBus:
         delay = RECONNECT_MIN
         subscribed_before = False
         while True:
-            sub = Subscriber(self._r, self._channel, self._on_message)
+            sub = Subscriber(self._r, self._channel, self._on_message, self._rooms.invalidate)
             try:
                 await sub.subscribe()
+                self._rooms.attach(sub)
                 if subscribed_before:
                     log.warning("bus %s: resubscribed, resyncing", self._node_id)
                 subscribed_before = True
@@ -274,6 +275,7 @@ class RedisBus:
             except Exception:
                 log.exception("bus %s: reader failed, restarting it", self._node_id)
             finally:
+                self._rooms.attach(None)
                 sub.close()
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, RECONNECT_MAX)
@@ -381,28 +383,27 @@ class RedisBus:
 
     async def room_peers(self, session_id: str) -> list[PeerRecord]:
         values = await self._r.call(b"HVALS", self._key("room", session_id))
-        records = [_decode_record(v) for v in values]
+        records = [decode_record(v) for v in values]
         return sorted(records, key=lambda r: (r.since, r.peer_id))
 
     async def put_peer(self, record: PeerRecord) -> None:
         key = self._key("room", record.session_id)
+        self._rooms.forget(key)
         await self._r.call(b"HSET", key, record.peer_id, msgspec.json.encode(record))
 
     async def get_peer(self, session_id: str, peer_id: str) -> PeerRecord | None:
         value = await self._r.call(b"HGET", self._key("room", session_id), peer_id)
-        return None if value is None else _decode_record(value)
+        return None if value is None else decode_record(value)
 
     async def get_pair(
         self, session_id: str, a: str, b: str
     ) -> tuple[PeerRecord | None, PeerRecord | None]:
-        first, second = await self._r.call(b"HMGET", self._key("room", session_id), a, b)
-        return (
-            None if first is None else _decode_record(first),
-            None if second is None else _decode_record(second),
-        )
+        return await self._rooms.get_pair(self._key("room", session_id), a, b)
 
     async def remove_peer(self, session_id: str, peer_id: str) -> None:
-        await self._r.call(b"HDEL", self._key("room", session_id), peer_id)
+        key = self._key("room", session_id)
+        self._rooms.forget(key)
+        await self._r.call(b"HDEL", key, peer_id)
 
     # ringing
 

@@ -291,6 +291,11 @@ class RespClient:
             return conn.submit(args)
         return self._call_connected(args)
 
+    def current(self) -> Connection | None:
+        """The open command connection, if there is one now (no connect attempt)."""
+        conn = self._conn
+        return conn if conn is not None and conn.is_open else None
+
     async def _call_connected(self, args: Sequence[Arg]) -> Any:
         conn = await self.connection()
         return await conn.submit(args)

@@ -16,10 +16,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from signaling.bus.base import BusUnavailable
-from signaling.bus.resp import Connection, RespClient
+from signaling.bus.resp import Connection, RespClient, RespError
 
-__all__ = ["PING_EVERY", "Subscriber"]
+__all__ = ["INVALIDATE", "PING_EVERY", "Subscriber"]
 
+INVALIDATE = b"__redis__:invalidate"  # the channel of client-side caching invalidations
 PING_EVERY = 5.0  # an idle subscription is pinged this often; silent for 3x: it is dropped
 SUBSCRIBE_TIMEOUT = 5.0  # seconds to wait for Redis to confirm the subscription
 
@@ -28,22 +29,43 @@ class Subscriber:
     """One subscription of ``channel``; ``subscribe`` it once, ``close`` it when done."""
 
     def __init__(
-        self, client: RespClient, channel: str, on_message: Callable[[bytes], None]
+        self,
+        client: RespClient,
+        channel: str,
+        on_message: Callable[[bytes], None],
+        on_invalidate: Callable[[list[bytes] | None], None] | None = None,
     ) -> None:
         self._client = client
         self._channel = channel.encode()
         self._on_message = on_message
+        self._on_invalidate = on_invalidate
         self._conn: Connection | None = None
         self._confirmed: asyncio.Future[None] | None = None
+        self._waiting_for: set[bytes] = set()
         self._held: list[bytes] | None = None
+        self.client_id: int | None = None  # with on_invalidate: the id to redirect tracking to
+
+    @property
+    def is_open(self) -> bool:
+        return self._conn is not None and self._conn.is_open
 
     async def subscribe(self) -> None:
         """Connect and subscribe; returns once Redis confirmed it (else ``BusUnavailable``).
-        Messages are held until the first ``hold`` ends."""
+        Messages are held until the first ``hold`` ends. With ``on_invalidate``, the
+        connection also receives client-side caching invalidations (``__redis__:invalidate``,
+        a list of keys, or None for all), handed on at once, even while held."""
         self._confirmed = asyncio.get_running_loop().create_future()
         self._held = []
         self._conn = await self._client.open(self._on_push)
-        self._conn.send_nowait([b"SUBSCRIBE", self._channel])
+        channels = [self._channel]
+        if self._on_invalidate is not None:
+            try:
+                self.client_id = int(await self._conn.submit([b"CLIENT", b"ID"]))
+                channels.append(INVALIDATE)
+            except RespError:  # not allowed (ACL): no invalidations, no caching
+                self.client_id = None
+        self._waiting_for = set(channels)
+        self._conn.send_nowait([b"SUBSCRIBE", *channels])
         try:
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
                 await asyncio.wait(
@@ -58,13 +80,17 @@ class Subscriber:
         if type(push) is list and len(push) == 3:
             kind = push[0]
             if kind == b"message":
-                if self._held is None:
+                if push[1] == INVALIDATE:
+                    if self._on_invalidate is not None:
+                        self._on_invalidate(push[2])
+                elif self._held is None:
                     self._on_message(push[2])
                 else:
                     self._held.append(push[2])
                 return
-            if kind == b"subscribe" and push[1] == self._channel:
-                if self._confirmed is not None and not self._confirmed.done():
+            if kind == b"subscribe":
+                self._waiting_for.discard(push[1])
+                if not self._waiting_for and self._confirmed and not self._confirmed.done():
                     self._confirmed.set_result(None)
                 return
         # pongs (["pong", ""]) and anything else only prove the connection alive
