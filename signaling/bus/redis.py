@@ -14,6 +14,9 @@ Keys start with the prefix (``cc:sig``) and carry a Redis Cluster hash tag, so e
 
 Commands go through ``RespClient`` (``signaling/bus/resp.py``): one pipelined connection per
 node, so a burst of relays shares round trips and no caller waits for a pooled connection.
+``get_pair`` (the relay check) is served from ``RoomCache`` (``signaling/bus/room_cache.py``,
+Redis client-side caching, invalidated on the subscription connection), so a relay is one
+round trip: the send script.
 
 The three peer keys expire ``peer_ttl`` (1 hour) after the last send; the reader of the
 claiming node refreshes them while the claim lasts, so the keys of peers that left without a
