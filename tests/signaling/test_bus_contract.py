@@ -149,6 +149,17 @@ async def test_concurrent_sends_are_delivered_one_at_a_time_in_seq_order(backend
     assert all(frame == protocol.stamp_seq(chat(sent_as[s]), s) for _, s, frame in inbox.got)
 
 
+async def test_thousands_of_concurrent_sends_to_many_peers_all_succeed(backend: Backend) -> None:
+    bus, inbox = await started(backend)
+    peers = [f"p{n}" for n in range(100)]
+    for peer in peers:
+        await bus.claim(peer)
+    sends = [bus.send(peer, chat(n)) for n in range(30) for peer in peers]  # no pool to run dry
+    assert len(await asyncio.gather(*sends)) == 3000
+    await eventually(lambda: len(inbox.got) == 3000)
+    assert all(inbox.seqs(peer) == list(range(1, 31)) for peer in peers)
+
+
 async def test_peers_have_their_own_seq(backend: Backend) -> None:
     bus, inbox = await started(backend)
     await bus.claim("p1")
@@ -476,6 +487,8 @@ async def test_a_dead_redis_is_unavailable(backend: Backend) -> None:
         await bus.send("p1", chat(1))
     with pytest.raises(BusUnavailable):
         await bus.room_peers("s1")
+    with pytest.raises(BusUnavailable):
+        await bus.get_pair("s1", "p1", "p2")
 
 
 @pytest.mark.parametrize("redis_or_none", ["redis"], indirect=True)
