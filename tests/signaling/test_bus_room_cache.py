@@ -147,3 +147,29 @@ async def test_lost_connections_drop_the_cache_and_tracking_comes_back(nodes: No
     before = await nodes.hmgets()
     await a.get_pair("s1", "p1", "p2")
     assert await nodes.hmgets() == before
+
+
+async def test_without_client_commands_every_check_reads_redis(nodes: Nodes) -> None:
+    """An ACL user that may not run CLIENT (e.g. a managed Redis): no caching, same answers."""
+    admin = nodes.admin
+    await admin.call(b"ACL", b"SETUSER", b"limited", b"on", b">s3cret", b"~*", b"&*", b"+@all")
+    await admin.call(b"ACL", b"SETUSER", b"limited", b"-client")
+    try:
+        host = nodes.url.split("://", 1)[1]
+        limited = RedisBus(RespClient(f"redis://limited:s3cret@{host}"), "node-l")
+        nodes.buses.append(limited)
+        await limited.start(lambda peer, seq, frame: None)
+        b = await nodes.start("node-b")
+        await b.put_peer(record("p1"))
+        await b.put_peer(record("p2"))
+        before = await nodes.hmgets()
+        for n in range(3):
+            await b.put_peer(record("p1", since=float(n)))
+            assert await limited.get_pair("s1", "p1", "p2") == (
+                record("p1", since=float(n)),
+                record("p2"),
+            )
+        assert await nodes.hmgets() - before == 3
+        assert limited._rooms._tracked is None  # never set up: CLIENT ID was refused
+    finally:
+        await admin.call(b"ACL", b"DELUSER", b"limited")
