@@ -42,6 +42,10 @@ CATEGORIES = {
     "protocol.parse: str->bytes, msgspec decode + validation": ("parse (signaling/protocol",),
     "socket write syscall (transport.write)": ("Transport.write (", "UVStream.write"),
     "redis-py client (commands, pool, replies, pubsub)": ("(redis/",),
+    "RESP client + subscriber (signaling/bus/resp.py, subscriber.py)": (
+        "(signaling/bus/resp.py",
+        "(signaling/bus/subscriber.py",
+    ),
     "RedisBus (scripts, peer records, channel reader)": ("(signaling/bus/redis.py",),
     "socket write (aiohttp send_str/send_frame -> transport.write)": (
         "send_str (aiohttp",
@@ -113,6 +117,8 @@ THROUGH = (
     "RedisBus.send (",
     "RedisBus.get_peer (",
     "RedisBus._read (",
+    "RedisBus._on_message (",
+    "RespClient.evalsha (",
     "Connection._write (",
 )
 

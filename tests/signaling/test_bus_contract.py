@@ -27,6 +27,7 @@ from signaling import protocol
 from signaling.bus.base import REPLAY_LIMIT, Bus, BusUnavailable, PeerRecord
 from signaling.bus.memory import MemoryBus
 from signaling.bus.redis import RedisBus, RoomLockTimeout
+from signaling.bus.resp import RespClient
 from tests.support.servers import free_port
 
 ONE_NODE = "MemoryBus is a single node by definition: this case needs two nodes (Redis only)"
@@ -146,6 +147,17 @@ async def test_concurrent_sends_are_delivered_one_at_a_time_in_seq_order(backend
     assert inbox.seqs() == list(range(1, 201))
     sent_as = {seq: n for n, seq in enumerate(seqs)}
     assert all(frame == protocol.stamp_seq(chat(sent_as[s]), s) for _, s, frame in inbox.got)
+
+
+async def test_thousands_of_concurrent_sends_to_many_peers_all_succeed(backend: Backend) -> None:
+    bus, inbox = await started(backend)
+    peers = [f"p{n}" for n in range(100)]
+    for peer in peers:
+        await bus.claim(peer)
+    sends = [bus.send(peer, chat(n)) for n in range(30) for peer in peers]  # no pool to run dry
+    assert len(await asyncio.gather(*sends)) == 3000
+    await eventually(lambda: len(inbox.got) == 3000)
+    assert all(inbox.seqs(peer) == list(range(1, 31)) for peer in peers)
 
 
 async def test_peers_have_their_own_seq(backend: Backend) -> None:
@@ -448,8 +460,8 @@ async def test_idle_peers_add_list_remove(backend: Backend) -> None:
 @pytest.mark.parametrize("redis_or_none", ["redis"], indirect=True)
 async def test_room_lock_waits_boundedly_and_a_dead_holder_lease_ends(backend: Backend) -> None:
     url = backend.needs_redis()
-    a = RedisBus(aredis.Redis.from_url(url), "node-a", lock_wait=0.2, lock_lease=0.5)
-    b = RedisBus(aredis.Redis.from_url(url), "node-b", lock_wait=0.2)
+    a = RedisBus(RespClient(url), "node-a", lock_wait=0.2, lock_lease=0.5)
+    b = RedisBus(RespClient(url), "node-b", lock_wait=0.2)
     backend.opened += [a, b]
     holder = a.room_lock("s1")
     await holder.__aenter__()  # a node that dies inside the lock never leaves it
@@ -469,12 +481,14 @@ async def test_a_dead_redis_is_unavailable(backend: Backend) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     with pytest.raises(BusUnavailable):
         await RedisBus.connect(url)
-    bus = RedisBus(aredis.Redis.from_url(url), "node-a")
+    bus = RedisBus(RespClient(url), "node-a")
     backend.opened.append(bus)
     with pytest.raises(BusUnavailable):
         await bus.send("p1", chat(1))
     with pytest.raises(BusUnavailable):
         await bus.room_peers("s1")
+    with pytest.raises(BusUnavailable):
+        await bus.get_pair("s1", "p1", "p2")
 
 
 @pytest.mark.parametrize("redis_or_none", ["redis"], indirect=True)

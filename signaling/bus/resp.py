@@ -1,0 +1,379 @@
+"""A lean asyncio Redis client (RESP2) for the bus: one persistent connection, pipelined.
+
+``Connection`` is an ``asyncio.Protocol`` with a ``hiredis.Reader``. A command is packed, queued
+and written together with every other command issued in the same turn of the event loop (one
+``transport.write``); its reply resolves the oldest pending future (Redis answers in order).
+So concurrent callers pipeline by themselves: there is no pool to run dry, and a burst of
+relays costs Redis one read and the node one write. A connection may also carry pushes (a
+subscribed connection): replies with no pending future go to ``on_push``, synchronously.
+
+``RespClient`` keeps one command connection and reconnects on demand with backoff: while the
+server is down, calls fail at once with ``BusUnavailable`` (no hang, no pool wait) and a new
+connection is tried after a growing pause (``RECONNECT_MIN`` to ``RECONNECT_MAX``). Every failure
+to reach Redis (refused, reset, no reply within ``reply_timeout``, the server loading its data
+set) is ``BusUnavailable``; an error reply of Redis itself is ``RespError``.
+
+Logs name no address and no password, only what failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+from urllib.parse import unquote, urlsplit
+
+import hiredis
+
+from signaling.bus.base import BusUnavailable
+
+__all__ = ["Address", "Connection", "RespClient", "RespError", "Script", "parse_url"]
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 2.0  # seconds to open a connection (and authenticate)
+REPLY_TIMEOUT = 5.0  # seconds a connection may owe replies without answering; then it is dropped
+RECONNECT_MIN, RECONNECT_MAX = 0.05, 2.0  # pause after a failed connect, doubling up to the max
+MAX_PENDING = 100_000  # replies one connection may owe before callers are refused
+TICK = 0.5  # seconds between checks of a connection's silence
+
+# Error replies that mean "Redis cannot serve now", not "this command is wrong".
+_UNAVAILABLE = (b"LOADING", b"BUSY", b"MASTERDOWN", b"TRYAGAIN", b"CLUSTERDOWN")
+
+Arg = bytes | str | int | float
+Push = Callable[[Any], None]
+
+
+# hiredis's stub types the argument as a one-element tuple; it takes any number of them.
+_pack: Callable[[tuple[Arg, ...]], bytes] = hiredis.pack_command  # type: ignore[assignment]
+
+
+class RespError(Exception):
+    """Redis answered with an error reply (e.g. ``NOSCRIPT``, ``WRONGTYPE``)."""
+
+
+def reply_error(error: hiredis.ReplyError) -> Exception:
+    """The exception for an error reply: ``BusUnavailable`` for a server that cannot serve."""
+    text = str(error)
+    if text.encode().startswith(_UNAVAILABLE):
+        return BusUnavailable(f"redis cannot serve: {text.split(' ', 1)[0]}")
+    return RespError(text)
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    host: str | None  # None for a unix socket
+    port: int
+    path: str | None
+    db: int
+    username: str | None
+    password: str | None
+
+
+def parse_url(url: str) -> Address:
+    """``redis://[[user]:password@]host[:port][/db]`` or ``unix:///path[?db=N]``."""
+    parts = urlsplit(url)
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else None
+    query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+    if parts.scheme == "redis":
+        db_text = parts.path.strip("/") or query.get("db", "0")
+        host = parts.hostname or "127.0.0.1"
+        return Address(host, parts.port or 6379, None, int(db_text), username, password)
+    if parts.scheme == "unix":
+        return Address(None, 0, parts.path, int(query.get("db", "0")), username, password)
+    raise ValueError("a redis URL starts with redis:// or unix://")
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """A Lua script, run by its SHA1 (``EVALSHA``), sent whole only when Redis lacks it."""
+
+    source: bytes
+    sha: bytes
+
+    @classmethod
+    def of(cls, source: str) -> Script:
+        body = source.encode()
+        return cls(body, hashlib.sha1(body, usedforsecurity=False).hexdigest().encode())
+
+
+class Connection(asyncio.Protocol):
+    """One Redis connection; see the module docstring."""
+
+    def __init__(self, reply_timeout: float = REPLY_TIMEOUT, on_push: Push | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._parser = hiredis.Reader()
+        self._pending: deque[asyncio.Future[Any]] = deque()
+        self._out: list[bytes] = []
+        self._transport: asyncio.Transport | None = None
+        self._reply_timeout = reply_timeout
+        self._tick: asyncio.TimerHandle | None = None
+        self._seen, self._stalled = 0, 0.0
+        self.on_push = on_push
+        self.replies = 0  # replies and pushes received so far
+        self.closed: asyncio.Future[None] = self._loop.create_future()
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods
+        self._transport = cast(asyncio.Transport, transport)
+        self._tick = self._loop.call_later(TICK, self._check)
+
+    def data_received(self, data: bytes) -> None:
+        parser, pending = self._parser, self._pending
+        parser.feed(data)
+        while True:
+            try:
+                reply = parser.gets()
+            except hiredis.ProtocolError:
+                log.error("redis connection: malformed reply, dropping the connection")
+                self.abort()
+                return
+            if reply is False:
+                return
+            self.replies += 1
+            if pending:
+                future = pending.popleft()
+                if future.done():
+                    continue  # its caller was cancelled
+                if type(reply) is hiredis.ReplyError:
+                    future.set_exception(reply_error(reply))
+                else:
+                    future.set_result(reply)
+            elif self.on_push is not None:
+                try:
+                    self.on_push(reply)
+                except Exception:
+                    log.exception("redis connection: push handler failed")
+            else:
+                log.error("redis connection: a reply nobody asked for, dropping the connection")
+                self.abort()
+                return
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        if self._tick is not None:
+            self._tick.cancel()
+        pending, self._pending = self._pending, deque()
+        for future in pending:
+            if not future.done():
+                future.set_exception(BusUnavailable("redis connection lost"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    # commands
+
+    @property
+    def is_open(self) -> bool:
+        return self._transport is not None
+
+    def submit(self, args: Sequence[Arg]) -> asyncio.Future[Any]:
+        """Queue one command; the future resolves to its reply."""
+        if self._transport is None:
+            raise BusUnavailable("redis connection lost")
+        if len(self._pending) >= MAX_PENDING:
+            raise BusUnavailable("redis is not keeping up")
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._pending.append(future)
+        self._write(_pack(tuple(args)))
+        return future
+
+    def send_nowait(self, args: Sequence[Arg]) -> None:
+        """Queue a command whose answer comes as a push (SUBSCRIBE, PING when subscribed)."""
+        if self._transport is None:
+            raise BusUnavailable("redis connection lost")
+        self._write(_pack(tuple(args)))
+
+    def _write(self, command: bytes) -> None:
+        out = self._out
+        out.append(command)
+        if len(out) == 1:  # the first of this turn: flush once the turn's callers are done
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if self._transport is not None and out:
+            self._transport.write(b"".join(out) if len(out) > 1 else out[0])
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._flush()
+            self._transport.close()
+
+    def _check(self) -> None:
+        """Drop a connection that owes replies and has been silent for ``reply_timeout``."""
+        if self._transport is None:
+            return
+        if self._pending and self.replies == self._seen:
+            self._stalled += TICK
+            if self._stalled >= self._reply_timeout:
+                log.warning("redis connection: no reply for %.1fs, dropping it", self._stalled)
+                self.abort()
+                return
+        else:
+            self._seen, self._stalled = self.replies, 0.0
+        self._tick = self._loop.call_later(TICK, self._check)
+
+
+async def open_connection(
+    address: Address,
+    *,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    reply_timeout: float = REPLY_TIMEOUT,
+    select: bool = True,
+) -> Connection:
+    """Connect, authenticate and (``select``) choose the database, or ``BusUnavailable``."""
+    loop = asyncio.get_running_loop()
+    conn: Connection | None = None
+    try:
+        async with asyncio.timeout(connect_timeout):
+            if address.path is not None:
+                _, conn = await loop.create_unix_connection(
+                    lambda: Connection(reply_timeout), address.path
+                )
+            else:
+                _, conn = await loop.create_connection(
+                    lambda: Connection(reply_timeout), address.host or "127.0.0.1", address.port
+                )
+            hello: list[asyncio.Future[Any]] = []
+            if address.password is not None:
+                user = [address.username] if address.username else []
+                hello.append(conn.submit(["AUTH", *user, address.password]))
+            if select and address.db:
+                hello.append(conn.submit(["SELECT", address.db]))
+            for future in hello:
+                await future
+    except (OSError, TimeoutError, RespError) as exc:
+        if conn is not None:
+            conn.abort()
+        raise BusUnavailable(f"redis is unreachable: {type(exc).__name__}") from exc
+    except BaseException:
+        if conn is not None:
+            conn.abort()
+        raise
+    return conn
+
+
+class RespClient:
+    """Commands over one shared connection, reconnected on demand; see the module docstring."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        reply_timeout: float = REPLY_TIMEOUT,
+    ) -> None:
+        self.address = parse_url(url)
+        self.connect_timeout = connect_timeout
+        self.reply_timeout = reply_timeout
+        self._conn: Connection | None = None
+        self._connecting: asyncio.Future[Connection] | None = None
+        self._delay = 0.0
+        self._retry_at = 0.0
+        self._closed = False
+
+    def call(self, *args: Arg) -> Awaitable[Any]:
+        """Run one command; its reply (bytes, int, list, None). Pipelined with the others."""
+        conn = self._conn
+        if conn is not None and conn.is_open:
+            return conn.submit(args)
+        return self._call_connected(args)
+
+    def current(self) -> Connection | None:
+        """The open command connection, if there is one now (no connect attempt)."""
+        conn = self._conn
+        return conn if conn is not None and conn.is_open else None
+
+    async def _call_connected(self, args: Sequence[Arg]) -> Any:
+        conn = await self.connection()
+        return await conn.submit(args)
+
+    async def evalsha(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
+        """Run ``script`` (``EVALSHA``; ``EVAL`` when the server does not know it yet)."""
+        try:
+            return await self.call(b"EVALSHA", script.sha, len(keys), *keys, *args)
+        except RespError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        return await self.call(b"EVAL", script.source, len(keys), *keys, *args)
+
+    async def connection(self) -> Connection:
+        """The open connection; opens one unless a recent attempt failed (then backs off)."""
+        if self._closed:
+            raise BusUnavailable("the redis client is closed")
+        conn = self._conn
+        if conn is not None and conn.is_open:
+            return conn
+        if self._connecting is None:
+            loop = asyncio.get_running_loop()
+            if loop.time() < self._retry_at:
+                raise BusUnavailable("redis is unreachable (waiting to retry)")
+            self._connecting = asyncio.ensure_future(self._connect())
+            self._connecting.add_done_callback(_retrieve)
+        return await asyncio.shield(self._connecting)
+
+    async def _connect(self) -> Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            conn = await open_connection(
+                self.address,
+                connect_timeout=self.connect_timeout,
+                reply_timeout=self.reply_timeout,
+            )
+        except BusUnavailable as exc:
+            self._delay = min(max(self._delay * 2, RECONNECT_MIN), RECONNECT_MAX)
+            self._retry_at = loop.time() + self._delay * random.uniform(0.5, 1.0)
+            log.warning("redis client: %s, next try in up to %.2fs", exc, self._delay)
+            raise
+        finally:
+            self._connecting = None
+        if self._closed:
+            conn.abort()
+            raise BusUnavailable("the redis client is closed")
+        self._delay = 0.0
+        self._conn = conn
+        return conn
+
+    async def open(self, on_push: Push) -> Connection:
+        """A connection of its own for pushes (a subscription); the caller closes it."""
+        if self._closed:
+            raise BusUnavailable("the redis client is closed")
+        conn = await open_connection(
+            self.address,
+            connect_timeout=self.connect_timeout,
+            reply_timeout=self.reply_timeout,
+            select=False,
+        )
+        conn.on_push = on_push
+        return conn
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._connecting is not None:
+            self._connecting.cancel()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+            with_timeout = asyncio.wait_for(asyncio.shield(conn.closed), 1.0)
+            try:
+                await with_timeout
+            except TimeoutError:
+                conn.abort()
+
+
+def _retrieve(future: asyncio.Future[Connection]) -> None:
+    """Mark a connect attempt's failure as seen (its callers may all have gone)."""
+    if not future.cancelled():
+        future.exception()
