@@ -227,6 +227,15 @@ class SignalingHandler:
                 conn.push_message(protocol.error(exc.code, exc.message, exc.ref))
             except BrokerError as exc:
                 conn.push_message(protocol.error(exc.code, exc.message, getattr(msg, "id", None)))
+            except BusUnavailable:
+                log.warning("bus unavailable for a message", extra={"peer_id": peer_id})
+                conn.push_message(
+                    protocol.error(
+                        protocol.UNAVAILABLE,
+                        "the call service is briefly unavailable; try again",
+                        getattr(msg, "id", None),
+                    )
+                )
             if conn.closing:
                 return
 

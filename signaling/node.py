@@ -56,7 +56,10 @@ class SignalingNode:
         if entry.replaying:
             entry.held.append((seq, frame))
             return
-        self._push(entry, seq, frame)
+        conn = entry.conn
+        if seq > conn.last_seq:  # else already sent (replay and live delivery overlap)
+            conn.last_seq = seq
+            conn.push(frame)
 
     def _push(self, entry: Local, seq: int, frame: bytes) -> None:
         if seq <= entry.conn.last_seq:

@@ -42,6 +42,7 @@ SESSION_ENDED = "session_ended"
 RESUME_FAILED = "resume_failed"
 NOT_WAITING = "not_waiting"
 NO_CALL = "no_call"
+UNAVAILABLE = "unavailable"  # the bus (Redis) cannot be reached; the socket stays open
 
 # WebSocket close codes.
 CLOSE_NORMAL = 1000

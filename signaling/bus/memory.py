@@ -116,17 +116,20 @@ class MemoryBus:
     async def send(self, peer_id: str, frame: bytes) -> int:
         check_frame(frame)
         now = self._clock()
-        peer = self._peer(peer_id)
-        if peer is None:
-            peer = self._peers[peer_id] = _Peer(touched=now)
-        peer.seq += 1
-        seq = peer.seq
+        peer = self._peers.get(peer_id)
+        claimed = peer_id in self._claims
+        if peer is None or (not claimed and now - peer.touched > self._peer_ttl):
+            peer = self._peers[peer_id] = _Peer(touched=now)  # new, or expired: start again
+        peer.seq = seq = peer.seq + 1
         stamped = protocol.stamp_seq(frame, seq)
         peer.frames.append((seq, stamped))
         peer.touched = now
         deliver = self._deliver
-        if deliver is not None and peer_id in self._claims:
-            _call(deliver, peer_id, seq, stamped)
+        if claimed and deliver is not None:
+            try:
+                deliver(peer_id, seq, stamped)
+            except Exception:  # the receiver's problem, never the sender's: log and go on
+                log.exception("deliver failed for peer %s seq %d", peer_id, seq)
         return seq
 
     async def claim(self, peer_id: str) -> None:
@@ -216,14 +219,6 @@ class MemoryBus:
 
     async def live_nodes(self) -> set[str]:
         return {self._node_id}
-
-
-def _call(deliver: Deliver, peer_id: str, seq: int, frame: bytes) -> None:
-    """A failing ``deliver`` is the receiver's problem, never the sender's: log and go on."""
-    try:
-        deliver(peer_id, seq, frame)
-    except Exception:
-        log.exception("deliver failed for peer %s seq %d", peer_id, seq)
 
 
 if TYPE_CHECKING:

@@ -197,14 +197,17 @@ def durable_redis(tmp_path: Path) -> Iterator[tuple[str, Any]]:
                 time.sleep(0.05)
         raise RuntimeError("redis-server did not start")
 
-    def restart() -> None:
+    def stop() -> None:
         procs[-1].terminate()
         procs[-1].wait(10)
+
+    def restart() -> None:
+        stop()
         start()
 
     start()
     try:
-        yield f"redis://127.0.0.1:{port}/0", restart
+        yield f"redis://127.0.0.1:{port}/0", restart, stop, start
     finally:
         for p in procs:
             if p.poll() is None:
@@ -221,7 +224,7 @@ def _ci() -> bool:
 async def test_call_recovers_after_redis_restarts(
     broker_launcher: BrokerLauncher, durable_redis: Any, tmp_path: Path
 ) -> None:
-    url, restart = durable_redis
+    url, restart, _, _ = durable_redis
     flags = ["--redis-url", url]
     a = broker_launcher.start(tmp_path / "a", [*flags, "--demo"])
     b = broker_launcher.start(tmp_path / "b", flags)
@@ -248,3 +251,29 @@ async def test_call_recovers_after_redis_restarts(
             if msg["text"] == "three":
                 break
         assert texts.count("three") == 1
+
+
+async def test_a_message_while_redis_is_down_gets_an_error_and_the_socket_stays(
+    broker_launcher: BrokerLauncher, durable_redis: Any, tmp_path: Path
+) -> None:
+    url, _, stop, start = durable_redis
+    flags = ["--redis-url", url]
+    a = broker_launcher.start(tmp_path / "a", [*flags, "--demo"])
+    b = broker_launcher.start(tmp_path / "b", flags)
+    call = Call(a, b)
+    async with aiohttp.ClientSession() as http:
+        host, guest = await call.start(http)
+        stop()
+        await host.send(type="chat", text="lost", id="c1")
+        error = await host.expect("error", 10.0)
+        assert (error["code"], error["ref"]) == ("unavailable", "c1")
+        start()
+        delivered: list[str] = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not delivered:
+            await host.send(type="chat", text="back")
+            try:
+                delivered = await _chats(guest, 1, timeout=1.0)
+            except TimeoutError:
+                continue
+        assert delivered == ["back"]  # the same sockets: nothing was closed
