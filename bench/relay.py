@@ -1,4 +1,5 @@
-"""Relay cost: messages through (a) the bare relay and (b) one broker node, side by side.
+"""Relay cost: messages through (a) the bare relay, (b) the lean relay (a floor) and (c) one
+broker node, side by side.
 
 For each message size (the ~4 KB aiortc SDP offer in ``bench/data/offer.sdp``, a ~200 B ICE
 candidate), ``--pairs`` pairs of sockets on each server send to each other, both directions:
@@ -9,13 +10,14 @@ candidate), ``--pairs`` pairs of sockets on each server send to each other, both
 * *burst*: every socket writes ``--burst`` messages at once (within the broker's per-socket
   burst allowance of 200): throughput, and CPU per message when the server is saturated.
 
-The two servers take turns, ``--rounds`` times (the machine is shared, so each figure is the
+The servers take turns, ``--rounds`` times (the machine is shared, so each figure is the
 median of the rounds). Server CPU is the server process's own user + system time from
 ``/proc/<pid>/stat`` (all its threads) over the phase, divided by the messages delivered. The
 broker is ``python -m broker serve`` with every default: validation, rate limits, seq + replay
-buffer, bounded send queues, INFO logging.
+buffer, bounded send queues, INFO logging. Each phase also records the share of the server's
+CPU spent in user space (the rest is the kernel: syscalls, wake-ups, loopback TCP).
 
-    python -m bench.relay [--pairs 50 --rate 3000 --seconds 2 --burst 100 --rounds 3]
+    python -m bench.relay [--pairs 100 --rate 3000 --seconds 4 --burst 100 --rounds 5] [--no-lean]
 """
 
 from __future__ import annotations
@@ -240,11 +242,11 @@ def report(results: dict[str, Any]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=50)
+    parser.add_argument("--pairs", type=int, default=100)
     parser.add_argument("--rate", type=float, default=3000.0, help="paced messages per second")
-    parser.add_argument("--seconds", type=float, default=2.0, help="paced phase length")
+    parser.add_argument("--seconds", type=float, default=4.0, help="paced phase length")
     parser.add_argument("--burst", type=int, default=100, help="messages per socket, <= 200")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--refill", type=float, default=1.0, help="pause between rounds")
     parser.add_argument("--sizes", nargs="+", default=["sdp", "candidate"])
     parser.add_argument(
@@ -254,7 +256,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--lean",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="also the lean relay (bench/lean_relay.py: uvloop, msgspec, raw payload): a floor",
     )
     parser.add_argument(
