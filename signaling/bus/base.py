@@ -22,6 +22,9 @@ Deliver = Callable[[str, int, bytes], None]
 
 REPLAY_LIMIT = 256  # frames kept per peer for resume
 
+# PeerRecord.state: in the waiting room, in the call, or its socket dropped (it may resume).
+WAITING, IN_CALL, RECONNECTING = "waiting", "in_call", "reconnecting"
+
 
 class BusUnavailable(Exception):
     """The backend (Redis) cannot be reached."""
@@ -37,7 +40,7 @@ class PeerRecord:
     role: str  # participant role: host, patient, family, interpreter, guest
     name: str | None  # display name (guests), else looked up by clients via the REST API
     node_id: str
-    state: str  # "waiting", "in_call" or "reconnecting"
+    state: str  # WAITING, IN_CALL or RECONNECTING
     since: float  # unix time of entering this state (waiting-room order)
     device: str | None = None
     before: str | None = None  # the state to return to when a reconnecting peer resumes
