@@ -3,8 +3,10 @@
 Someone joining a family call rings the idle connections (a paired TV, a phone; the bus's
 ``idle_peers``) of every member not in the room, with ``auto_answer`` when the caller is one of
 the member's trusted contacts. The call is also remembered per absent member while it goes on
-(its *live calls*), so a TV that comes online during it is rung too (``ring_pending``), unless
-its user hung up on that call. ``declined`` tells the call that a member said no.
+(the member's *live calls* on the bus, ``Bus.add_live_call``), so a TV that comes online during
+it is rung too (``ring_pending``), unless its user hung up on that call. An entry goes when its
+room is found empty, or after the bus's ``LIVE_CALL_TTL`` unless a join adds it again.
+``declined`` tells the call that a member said no.
 
 ``Rooms`` owns one ``Ringing`` and calls it from the room's own steps; the handler reaches it
 through ``Rooms.ring_pending`` and ``Rooms.declined``.
@@ -21,17 +23,9 @@ from broker.store.base import Store
 from signaling import protocol
 from signaling.bus.base import IN_CALL, WAITING, Bus
 
-__all__ = ["RING_BEFORE", "Ringing", "live_calls_key", "rings"]
+__all__ = ["RING_BEFORE", "Ringing", "rings"]
 
 RING_BEFORE = timedelta(minutes=15)  # a TV coming online is rung for calls starting this soon
-
-
-def live_calls_key(user_id: str) -> str:
-    """The bus set of a user's family calls that someone joined while the user was not in
-    them: what ``ring_pending`` looks at when the user's TV comes online, instead of searching
-    the store on every idle ``hello``. It lives with the bus's idle sets (``Bus.add_idle``),
-    under a prefix no user id has; an entry goes when its room is found empty."""
-    return f"live-calls:{user_id}"
 
 
 def rings(session: Session, now: datetime) -> bool:
@@ -58,13 +52,13 @@ class Ringing:
         see ``ring_pending``): it is live for each member not ``present``."""
         for uid in session.member_ids:
             if uid not in present:
-                await self._bus.add_idle(live_calls_key(uid), session.id)
+                await self._bus.add_live_call(uid, session.id)
 
     async def forget_call(self, session: Session) -> None:
         """The room of ``session`` is empty now (lock held): live for nobody any more."""
         if session.kind is SessionKind.FAMILY_CALL:
             for uid in session.member_ids:
-                await self._bus.remove_idle(live_calls_key(uid), session.id)
+                await self._bus.remove_live_call(uid, session.id)
 
     # ringing
     async def ring(self, session: Session, caller: str, only: str | None = None) -> None:
@@ -104,11 +98,10 @@ class Ringing:
 
     async def ring_pending(self, user_id: str, idle_peer: str) -> None:
         """A TV came online (or back): ring it for family calls already going on."""
-        key = live_calls_key(user_id)
-        for session_id in await self._bus.idle_peers(key):  # mostly none: no store query
+        for session_id in await self._bus.live_calls(user_id):  # mostly none: no store query
             in_call = [p for p in await self._bus.room_peers(session_id) if p.state == IN_CALL]
             if not in_call:
-                await self._forget_if_empty(key, session_id)
+                await self._forget_if_empty(user_id, session_id)
                 continue
             session = await self._store.get_session(session_id)
             now = datetime.now(UTC)
@@ -121,11 +114,11 @@ class Ringing:
                 continue  # they hung up on this call themselves: do not ring them back
             await self.ring(session, in_call[0].subject, only=idle_peer)
 
-    async def _forget_if_empty(self, key: str, session_id: str) -> None:
+    async def _forget_if_empty(self, user_id: str, session_id: str) -> None:
         # Under the room's lock: a join adds its entries before its peer, under the same lock.
         async with self._bus.room_lock(session_id):
             if not await self._bus.room_peers(session_id):
-                await self._bus.remove_idle(key, session_id)
+                await self._bus.remove_live_call(user_id, session_id)
 
     async def declined(self, session: Session, user_id: str) -> None:
         """Member ``user_id`` declined the call: tell those in it."""
