@@ -99,7 +99,7 @@ HANDSHAKE = {
     "SQLite thread (queries)": ("_in_tx (", "_worker (concurrent"),
     "executor hop (run_in_executor, futures)": ("run_in_executor", "ThreadPoolExecutor.submit"),
     "logging": ("(logging/",),
-    "rooms.join (lock, records, events)": ("Rooms.join", "Joining.record", "Rooms.ring"),
+    "rooms.join (lock, records, events)": ("Rooms.join", "Joining.record", "Ringing.ring"),
     "HTTP upgrade + middlewares": (
         "WebSocketResponse.prepare",
         "WebSocketResponse.__init__",

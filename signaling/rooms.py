@@ -1,5 +1,9 @@
 """Rooms: who is in which call, the waiting room, host controls, presence, relay and chat.
 
+``Rooms`` is the facade the socket handler and the node use. Ringing the members of a family
+call who are not in it is ``signaling.ringing``'s (``ring_pending`` and ``declined`` are here
+for the handler); the session status changes a room makes are ``signaling.status``'s.
+
 Room state lives in the ``Bus`` (shared by all nodes); every change of a room happens under
 ``bus.room_lock``. Frames to peers go through ``bus.send``, so a peer on another node gets
 them too, in order, and they are kept for resume.
@@ -11,31 +15,22 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from broker.errors import BrokerError
 from broker.scheduling import rules
 from broker.scheduling.joining import Joining
 from broker.scheduling.model import PROFILES, ParticipantRole, Session, SessionKind, SessionStatus
-from broker.scheduling.service import make_event
 from broker.store.base import Store
 from signaling import protocol
-from signaling.bus.base import Bus, PeerRecord
+from signaling.bus.base import IN_CALL, RECONNECTING, WAITING, Bus, PeerRecord
+from signaling.ringing import Ringing
+from signaling.status import StatusChanges
+
+__all__ = ["IN_CALL", "RECONNECTING", "WAITING", "Rooms", "peer_view", "profile_view"]
 
 log = logging.getLogger(__name__)
-
-WAITING, IN_CALL, RECONNECTING = "waiting", "in_call", "reconnecting"
-RING_BEFORE = timedelta(minutes=15)  # a TV coming online is rung for calls starting this soon
-STATUS_EVENTS = {SessionStatus.ARRIVED: "session.started", SessionStatus.FULFILLED: "session.ended"}
-
-
-def live_calls_key(user_id: str) -> str:
-    """The bus set of a user's family calls that someone joined while the user was not in
-    them: what ``ring_pending`` looks at when the user's TV comes online, instead of searching
-    the store on every idle ``hello``. It lives with the bus's idle sets (``Bus.add_idle``),
-    under a prefix no user id has; an entry goes when its room is found empty."""
-    return f"live-calls:{user_id}"
 
 
 def peer_view(p: PeerRecord) -> dict[str, Any]:
@@ -71,6 +66,8 @@ class Rooms:
         self._store = store
         self._joining = joining
         self._clock = clock
+        self._ringing = Ringing(bus, store)
+        self._status = StatusChanges(store, joining)
 
     async def send(self, peer_id: str, message: dict[str, Any]) -> None:
         await self._bus.send(peer_id, protocol.encode(message))
@@ -130,37 +127,22 @@ class Rooms:
             )
             if session.kind is SessionKind.FAMILY_CALL:  # before the peer: see ring_pending
                 present = {subject, *(p.subject for p in peers)}
-                for uid in session.member_ids:
-                    if uid not in present:
-                        await self._bus.add_idle(live_calls_key(uid), session_id)
+                await self._ringing.remember_call(session, present)
             await self._bus.put_peer(me)
             if waits:
                 await self._announce_waiting(session_id, [*peers, me])
             else:
                 starts = await self._enter_call(session, me, peers)
         to = SessionStatus.CHECKED_IN if waits else SessionStatus.ARRIVED if starts else None
-        await self._record_joined(session, subject, to)
+        await self._status.joined(session, subject, to)
         if session.kind is SessionKind.FAMILY_CALL:
             if named:
-                await self.ring(session, subject)
+                await self._ringing.ring(session, subject)
             else:  # the caller's name was just read: do not read it again
-                await self._ring(session, subject, name, None)
+                await self._ringing.ring_as(session, subject, name)
         log.info(
             "peer joined", extra={"peer_id": peer_id, "session_id": session_id, "state": me.state}
         )
-
-    async def _record_joined(
-        self, session: Session, subject: str, to: SessionStatus | None
-    ) -> None:
-        """The ``joined`` audit entry, and the status change the join makes, in one write."""
-        entry = self._joining.audit_entry(session.id, "joined", subject)
-        changed = None if to is None else await self._status_change(session, to)
-        if changed is None:
-            await self._store.append_audit(entry)
-        else:
-            await self._store.update_session(changed, entry)
-            await self._status_event(changed)
-        await self._joining.announce(entry, changed or session)
 
     async def _enter_call(self, session: Session, me: PeerRecord, others: list[PeerRecord]) -> bool:
         """Tell ``me`` and the others; True if this starts a family call (its status is the
@@ -221,7 +203,7 @@ class Rooms:
             await self._bus.put_peer(admitted)
             # The record and the status first: whoever is told next may look at them.
             await self._joining.record(session_id, "admitted", host.subject, who.subject)
-            await self._set_status(session, SessionStatus.ARRIVED)
+            await self._status.move(session, SessionStatus.ARRIVED)
             await self.send(target, {"type": "admitted", "session_id": session_id})
             others = [p for p in peers if p.peer_id != target]
             await self._enter_call(session, admitted, others)
@@ -267,7 +249,7 @@ class Rooms:
         host = await self._host(session_id, host_id, ref)
         session = await self._session(session_id)
         await self._joining.record(session_id, "ended", host.subject)
-        await self._set_status(session, SessionStatus.FULFILLED)
+        await self._status.move(session, SessionStatus.FULFILLED)
         await self.close_room(session_id, reason)
 
     async def close_room(self, session_id: str, reason: str) -> None:
@@ -282,75 +264,13 @@ class Rooms:
             if peers:
                 await self._emptied(session_id)
 
-    # ringing
-    async def ring(self, session: Session, caller: str, only: str | None = None) -> None:
-        """Ring the idle connections (a paired TV, a phone) of everyone not in the call yet
-        (or just the idle connection ``only``)."""
-        caller_user = await self._store.get_user(caller)
-        await self._ring(session, caller, caller_user.display_name if caller_user else None, only)
-
-    async def _ring(
-        self, session: Session, caller: str, caller_name: str | None, only: str | None
-    ) -> None:
-        present = {p.subject for p in await self._bus.room_peers(session.id)}
-        for uid in session.member_ids:
-            if uid in present:
-                continue
-            idle_peers = await self._bus.idle_peers(uid)
-            if only is not None:
-                idle_peers = [p for p in idle_peers if p == only]
-            if not idle_peers:
-                continue
-            trusted = caller in await self._store.get_trusted_contacts(uid)
-            for idle in idle_peers:
-                await self.send(
-                    idle,
-                    {
-                        "type": "incoming-call",
-                        "session_id": session.id,
-                        "from_user": caller,
-                        "from_name": caller_name,
-                        "kind": session.kind.value,
-                        "title": session.title,
-                        "auto_answer": trusted,
-                    },
-                )
-
+    # ringing (``signaling.ringing``)
     async def ring_pending(self, user_id: str, idle_peer: str) -> None:
         """A TV came online (or back): ring it for family calls already going on."""
-        key = live_calls_key(user_id)
-        for session_id in await self._bus.idle_peers(key):  # mostly none: no store query
-            in_call = [p for p in await self._bus.room_peers(session_id) if p.state == IN_CALL]
-            if not in_call:
-                await self._forget_if_empty(key, session_id)
-                continue
-            session = await self._store.get_session(session_id)
-            now = datetime.now(UTC)
-            if session is None or not _rings(session, now):
-                continue
-            trail = await self._store.list_audit(session.id)
-            if any(
-                a.action == "left" and a.actor_id == user_id and a.reason == "left" for a in trail
-            ):
-                continue  # they hung up on this call themselves: do not ring them back
-            await self.ring(session, in_call[0].subject, only=idle_peer)
-
-    async def _forget_if_empty(self, key: str, session_id: str) -> None:
-        # Under the room's lock: a join adds its entries before its peer, under the same lock.
-        async with self._bus.room_lock(session_id):
-            if not await self._bus.room_peers(session_id):
-                await self._bus.remove_idle(key, session_id)
+        await self._ringing.ring_pending(user_id, idle_peer)
 
     async def declined(self, session_id: str, user_id: str) -> None:
-        session = await self._session(session_id)
-        if session.role_of(user_id) is None:
-            raise protocol.ProtocolError(protocol.NO_CALL, "not your call")
-        for p in await self._bus.room_peers(session_id):
-            if p.state != WAITING:
-                await self.send(
-                    p.peer_id,
-                    {"type": "call-declined", "session_id": session_id, "user_id": user_id},
-                )
+        await self._ringing.declined(await self._session(session_id), user_id)
 
     # relay and chat
     async def relay(
@@ -393,9 +313,8 @@ class Rooms:
     async def _emptied(self, session_id: str) -> Session | None:
         """The room is empty now (lock held): its family call is live for nobody any more."""
         session = await self._store.get_session(session_id)
-        if session is not None and session.kind is SessionKind.FAMILY_CALL:
-            for uid in session.member_ids:
-                await self._bus.remove_idle(live_calls_key(uid), session_id)
+        if session is not None:
+            await self._ringing.forget_call(session)
         return session
 
     async def _leave_locked(self, me: PeerRecord, reason: str) -> list[PeerRecord]:
@@ -471,33 +390,3 @@ class Rooms:
         await self._joining.record(
             session_id, "left", me.subject, reason="dropped", session=session
         )
-
-    async def _set_status(self, session: Session, to: SessionStatus) -> None:
-        changed = await self._status_change(session, to)
-        if changed is not None:
-            await self._store.update_session(changed)
-            await self._status_event(changed)
-
-    async def _status_change(self, session: Session, to: SessionStatus) -> Session | None:
-        """The session (as stored now) moved to ``to``, or None if it is there or cannot go."""
-        fresh = await self._store.get_session(session.id) or session
-        try:
-            changed = rules.transition(fresh, to, datetime.now(UTC))
-        except BrokerError:
-            return None
-        return None if changed is fresh else changed
-
-    async def _status_event(self, changed: Session) -> None:
-        kind = STATUS_EVENTS.get(changed.status)
-        if kind is not None:
-            await self._joining.emit(make_event(kind, changed, datetime.now(UTC)))
-
-
-def _rings(session: Session, now: datetime) -> bool:
-    """Whether a member's TV coming online is rung for this call (if someone is in it)."""
-    return (
-        session.kind is SessionKind.FAMILY_CALL
-        and session.status in (SessionStatus.BOOKED, SessionStatus.ARRIVED)
-        and now - rules.MAX_DURATION <= session.start < now + RING_BEFORE
-        and session.end > now
-    )

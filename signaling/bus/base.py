@@ -21,6 +21,12 @@ from typing import Protocol
 Deliver = Callable[[str, int, bytes], None]
 
 REPLAY_LIMIT = 256  # frames kept per peer for resume
+# Seconds a live call is remembered after it was last added: longer than any call lasts (8 hours)
+# with its join window, so an entry whose room was never seen empty cannot stay forever.
+LIVE_CALL_TTL = 12 * 3600.0
+
+# PeerRecord.state: in the waiting room, in the call, or its socket dropped (it may resume).
+WAITING, IN_CALL, RECONNECTING = "waiting", "in_call", "reconnecting"
 
 
 class BusUnavailable(Exception):
@@ -37,7 +43,7 @@ class PeerRecord:
     role: str  # participant role: host, patient, family, interpreter, guest
     name: str | None  # display name (guests), else looked up by clients via the REST API
     node_id: str
-    state: str  # "waiting", "in_call" or "reconnecting"
+    state: str  # WAITING, IN_CALL or RECONNECTING
     since: float  # unix time of entering this state (waiting-room order)
     device: str | None = None
     before: str | None = None  # the state to return to when a reconnecting peer resumes
@@ -92,6 +98,16 @@ class Bus(Protocol):
     async def add_idle(self, user_id: str, peer_id: str) -> None: ...
     async def remove_idle(self, user_id: str, peer_id: str) -> None: ...
     async def idle_peers(self, user_id: str) -> list[str]: ...
+
+    # ringing: the family calls going on without a member, per member (see signaling.ringing)
+    async def add_live_call(self, user_id: str, session_id: str) -> None:
+        """Remember call ``session_id`` as live for ``user_id`` for the bus's ``live_call_ttl``
+        (``LIVE_CALL_TTL``) seconds; adding it again starts that time again."""
+
+    async def remove_live_call(self, user_id: str, session_id: str) -> None: ...
+
+    async def live_calls(self, user_id: str) -> list[str]:
+        """The session ids of the user's live calls whose time has not run out, sorted."""
 
     # node liveness
     async def heartbeat(self, ttl_seconds: float) -> None:

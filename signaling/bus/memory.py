@@ -4,7 +4,8 @@ Per peer: a ``seq`` counter, the last ``REPLAY_LIMIT`` stamped frames and the ti
 send. A claimed peer gets each frame through ``deliver`` (synchronous) before ``send``
 returns, so deliveries to one peer are in ``seq`` order without a lock. A peer nobody has
 claimed is forgotten ``peer_ttl`` seconds after its last send, like the keys of ``RedisBus``;
-a claimed peer is kept.
+a claimed peer is kept. A live call (``add_live_call``) is dropped ``live_call_ttl`` seconds
+after it was last added.
 
 Rooms are dicts, room locks are one ``asyncio.Lock`` per session, dropped when nobody holds or
 waits for it. This node is the only node: ``live_nodes`` is always ``{node_id}``.
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from signaling import protocol
-from signaling.bus.base import REPLAY_LIMIT, Deliver, PeerRecord
+from signaling.bus.base import LIVE_CALL_TTL, REPLAY_LIMIT, Deliver, PeerRecord
 
 if TYPE_CHECKING:
     from signaling.bus.base import Bus
@@ -75,10 +76,12 @@ class MemoryBus:
         node_id: str | None = None,
         *,
         peer_ttl: float = PEER_TTL,
+        live_call_ttl: float = LIVE_CALL_TTL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._node_id = node_id or f"node-{uuid.uuid4().hex[:12]}"
         self._peer_ttl = peer_ttl
+        self._live_call_ttl = live_call_ttl
         self._clock = clock
         self._deliver: Deliver | None = None
         self._peers: dict[str, _Peer] = {}
@@ -86,6 +89,7 @@ class MemoryBus:
         self._rooms: dict[str, dict[str, PeerRecord]] = {}
         self._room_locks: dict[str, _RoomLock] = {}
         self._idle: dict[str, set[str]] = {}
+        self._live_calls: dict[str, dict[str, float]] = {}  # user -> session -> expiry
 
     @property
     def node_id(self) -> str:
@@ -208,14 +212,41 @@ class MemoryBus:
     async def idle_peers(self, user_id: str) -> list[str]:
         return sorted(self._idle.get(user_id, ()))
 
+    async def add_live_call(self, user_id: str, session_id: str) -> None:
+        expiry = self._clock() + self._live_call_ttl
+        self._live_calls.setdefault(user_id, {})[session_id] = expiry
+
+    async def remove_live_call(self, user_id: str, session_id: str) -> None:
+        calls = self._live_calls.get(user_id)
+        if calls is not None:
+            calls.pop(session_id, None)
+            if not calls:
+                del self._live_calls[user_id]
+
+    async def live_calls(self, user_id: str) -> list[str]:
+        self._drop_expired_calls(user_id, self._clock())
+        return sorted(self._live_calls.get(user_id, ()))
+
+    def _drop_expired_calls(self, user_id: str, now: float) -> None:
+        calls = self._live_calls.get(user_id)
+        if calls is None:
+            return
+        for session_id, expiry in list(calls.items()):
+            if expiry <= now:
+                del calls[session_id]
+        if not calls:
+            del self._live_calls[user_id]
+
     # liveness
 
     async def heartbeat(self, ttl_seconds: float) -> None:
-        """The only node is alive while it runs; this also drops expired peers."""
+        """The only node is alive while it runs; this also drops expired peers and calls."""
         now = self._clock()
         for peer_id, peer in list(self._peers.items()):
             if self._expired(peer_id, peer, now):
                 del self._peers[peer_id]
+        for user_id in list(self._live_calls):
+            self._drop_expired_calls(user_id, now)
 
     async def live_nodes(self) -> set[str]:
         return {self._node_id}

@@ -9,6 +9,7 @@ Keys start with the prefix (``cc:sig``) and carry a Redis Cluster hash tag, so e
     cc:sig:{room:<session>}     hash    peer id -> PeerRecord JSON
     cc:sig:{room:<session>}:lock string random token of the room lock holder (PX lease)
     cc:sig:{idle:<user>}        set     idle peer ids (TV, phone) of the user
+    cc:sig:{live:<user>}        zset    family calls live without the user, score = expiry
     cc:sig:{nodes}              zset    node id, score = expiry of its heartbeat (server time)
     cc:sig:node:<node>          channel frames for the peers this node claimed
 
@@ -20,7 +21,9 @@ round trip: the send script.
 
 The three peer keys expire ``peer_ttl`` (1 hour) after the last send; the reader of the
 claiming node refreshes them while the claim lasts, so the keys of peers that left without a
-``forget``, and the claims of a node that died, vanish by themselves.
+``forget``, and the claims of a node that died, vanish by themselves. A live call
+(``add_live_call``) scores its expiry (``live_call_ttl``, server time) in the user's set, and the
+set expires with its newest entry, so calls whose room was never seen empty go too.
 
 ``send`` is one script (one round trip, ``EVALSHA``): INCR seq, splice ``"seq":N,`` after the
 frame's ``{`` (the bytes ``protocol.stamp_seq`` makes), RPUSH and LTRIM the buffer, and if a
@@ -66,7 +69,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from signaling.bus import scripts
-from signaling.bus.base import REPLAY_LIMIT, BusUnavailable, Deliver, PeerRecord
+from signaling.bus.base import LIVE_CALL_TTL, REPLAY_LIMIT, BusUnavailable, Deliver, PeerRecord
 from signaling.bus.resp import RespClient, Script
 from signaling.bus.room_cache import RoomCache, decode_record
 from signaling.bus.subscriber import Subscriber
@@ -132,6 +135,7 @@ class RedisBus:
         peer_ttl: float = PEER_TTL,
         lock_wait: float = LOCK_WAIT,
         lock_lease: float = LOCK_LEASE,
+        live_call_ttl: float = LIVE_CALL_TTL,
     ) -> None:
         self._r = client
         self._node_id = node_id or f"node-{uuid.uuid4().hex[:12]}"
@@ -142,6 +146,7 @@ class RedisBus:
         self._refresh_every = min(CLAIM_REFRESH, peer_ttl / 3)
         self._lock_wait = lock_wait
         self._lease_ms = max(1, int(lock_lease * 1000))
+        self._live_call_ttl_ms = max(1, int(live_call_ttl * 1000))
         self._channel_prefix = f"{prefix}:node:"
         self._channel = self._channel_prefix + self._node_id
         # Claimed peers -> last seq delivered here (None: the claim is still being written).
@@ -160,10 +165,18 @@ class RedisBus:
         peer_ttl: float = PEER_TTL,
         lock_wait: float = LOCK_WAIT,
         lock_lease: float = LOCK_LEASE,
+        live_call_ttl: float = LIVE_CALL_TTL,
     ) -> RedisBus:
         """Open a client on ``url`` and check that the server answers."""
         client = RespClient(url)
-        bus = cls(client, node_id, peer_ttl=peer_ttl, lock_wait=lock_wait, lock_lease=lock_lease)
+        bus = cls(
+            client,
+            node_id,
+            peer_ttl=peer_ttl,
+            lock_wait=lock_wait,
+            lock_lease=lock_lease,
+            live_call_ttl=live_call_ttl,
+        )
         try:
             await bus.ping()
         except BaseException:
@@ -420,6 +433,17 @@ class RedisBus:
         return sorted(
             m.decode() for m in await self._r.call(b"SMEMBERS", self._key("idle", user_id))
         )
+
+    async def add_live_call(self, user_id: str, session_id: str) -> None:
+        key = self._key("live", user_id)
+        await self._r.evalsha(scripts.ADD_UNTIL, (key,), (session_id, self._live_call_ttl_ms))
+
+    async def remove_live_call(self, user_id: str, session_id: str) -> None:
+        await self._r.call(b"ZREM", self._key("live", user_id), session_id)
+
+    async def live_calls(self, user_id: str) -> list[str]:
+        members = await self._r.evalsha(scripts.LIVE, (self._key("live", user_id),), ())
+        return sorted(m.decode() for m in members)
 
     # liveness
 

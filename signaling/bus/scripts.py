@@ -7,7 +7,17 @@ from __future__ import annotations
 
 from signaling.bus.resp import Script
 
-__all__ = ["CLAIM", "HEARTBEAT", "LIVE", "RELEASE", "REPLAY", "RESYNC", "SEND", "TOUCH"]
+__all__ = [
+    "ADD_UNTIL",
+    "CLAIM",
+    "HEARTBEAT",
+    "LIVE",
+    "RELEASE",
+    "REPLAY",
+    "RESYNC",
+    "SEND",
+    "TOUCH",
+]
 
 # KEYS seq, buf, node; ARGV frame, replay limit, ttl (ms), channel prefix, peer id.
 SEND = Script.of("""
@@ -75,7 +85,18 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
 return 1
 """)
 
-# KEYS nodes.
+# KEYS zset; ARGV member, ttl (ms). Adds the member with score now + ttl (server time), drops the
+# expired ones and makes the key expire with its newest member.
+ADD_UNTIL = Script.of("""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]) / 1000, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+""")
+
+# KEYS a zset scored by expiry (nodes, live calls). The members not expired yet.
 LIVE = Script.of("""
 local t = redis.call('TIME')
 return redis.call('ZRANGEBYSCORE', KEYS[1], tonumber(t[1]) + tonumber(t[2]) / 1000000, '+inf')

@@ -45,8 +45,15 @@ class Backend:
     url: str | None
     opened: list[Bus] = field(default_factory=list)
 
-    async def open(self, node_id: str = "node-a", peer_ttl: float | None = None) -> Bus:
+    async def open(
+        self,
+        node_id: str = "node-a",
+        peer_ttl: float | None = None,
+        live_call_ttl: float | None = None,
+    ) -> Bus:
         options = {} if peer_ttl is None else {"peer_ttl": peer_ttl}
+        if live_call_ttl is not None:
+            options["live_call_ttl"] = live_call_ttl
         bus: Bus
         if self.url is None:
             bus = MemoryBus(node_id, **options)
@@ -452,6 +459,55 @@ async def test_idle_peers_add_list_remove(backend: Backend) -> None:
     assert await bus.idle_peers("usr_1") == []
     assert await bus.idle_peers("usr_2") == ["p_other"]
     assert await bus.idle_peers("usr_3") == []
+
+
+async def test_live_calls_add_list_remove_apart_from_idle_peers(backend: Backend) -> None:
+    bus = await backend.open()
+    await bus.add_live_call("usr_1", "ses_b")
+    await bus.add_live_call("usr_1", "ses_a")
+    await bus.add_live_call("usr_1", "ses_b")
+    await bus.add_live_call("usr_2", "ses_b")
+    await bus.add_idle("usr_1", "p_tv")
+    assert await bus.live_calls("usr_1") == ["ses_a", "ses_b"]
+    assert await bus.idle_peers("usr_1") == ["p_tv"]  # the two never mix
+    await bus.remove_live_call("usr_1", "ses_b")
+    await bus.remove_live_call("usr_1", "ses_unknown")
+    await bus.remove_live_call("usr_3", "ses_b")
+    assert await bus.live_calls("usr_1") == ["ses_a"]
+    assert await bus.live_calls("usr_2") == ["ses_b"]
+    await bus.remove_live_call("usr_1", "ses_a")
+    assert await bus.live_calls("usr_1") == []
+    assert await bus.live_calls("usr_3") == []
+    assert await bus.idle_peers("usr_1") == ["p_tv"]
+
+
+async def test_live_calls_expire_unless_added_again(backend: Backend) -> None:
+    bus = await backend.open(live_call_ttl=0.5)
+    await bus.add_live_call("usr_1", "ses_a")
+    await bus.add_live_call("usr_1", "ses_b")
+    await asyncio.sleep(0.3)
+    await bus.add_live_call("usr_1", "ses_b")  # someone joined the call again
+    await asyncio.sleep(0.35)
+    await bus.heartbeat(30)
+    assert await bus.live_calls("usr_1") == ["ses_b"]
+    await asyncio.sleep(0.3)
+    assert await bus.live_calls("usr_1") == []
+
+
+@pytest.mark.parametrize("redis_or_none", ["redis"], indirect=True)
+async def test_live_calls_of_redis_are_hash_tagged_and_cannot_leak(backend: Backend) -> None:
+    url = backend.needs_redis()
+    bus = await backend.open(live_call_ttl=60)
+    await bus.add_live_call("usr_1", "ses_a")
+    admin = aredis.Redis.from_url(url)
+    try:
+        keys = await admin.keys("cc:sig:*live*")
+        assert keys == [b"cc:sig:{live:usr_1}"]
+        assert 55_000 < await admin.pttl(keys[0]) <= 60_000
+        await bus.remove_live_call("usr_1", "ses_a")
+        assert await admin.keys("cc:sig:*live*") == []
+    finally:
+        await admin.aclose()
 
 
 # Redis itself
