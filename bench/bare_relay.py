@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Awaitable, Callable
 
 from aiohttp import WSMsgType, web
 
@@ -50,20 +51,28 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-def make_app() -> web.Application:
+Handler = Callable[[web.Request], Awaitable[web.WebSocketResponse]]
+
+
+def make_app(handler: Handler = ws_handler) -> web.Application:
     app = web.Application()
     app[PEERS] = {}
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/ws", ws_handler)
+    app.router.add_get("/ws", handler)
     return app
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def serve(doc: str, handler: Handler, port: int) -> None:
+    """Run a relay app with ``handler`` at ``/ws``; ``--host``/``--port`` from the command line."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--port", type=int, default=port)
     args = parser.parse_args()
-    web.run_app(make_app(), host=args.host, port=args.port, print=None, access_log=None)
+    web.run_app(make_app(handler), host=args.host, port=args.port, print=None, access_log=None)
+
+
+def main() -> None:
+    serve(__doc__, ws_handler, 9000)
 
 
 if __name__ == "__main__":

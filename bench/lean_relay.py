@@ -11,11 +11,11 @@ this (checks, rate limits, seq and replay buffer, rooms) is the difference betwe
 
 from __future__ import annotations
 
-import argparse
-
 import msgspec
 import uvloop
 from aiohttp import WSMsgType, web
+
+from bench.bare_relay import PEERS, serve
 
 NONE = msgspec.Raw()  # not given (omitted again on the way out)
 
@@ -35,13 +35,8 @@ class Outgoing(msgspec.Struct, omit_defaults=True, rename={"sender": "from"}):
     candidate: msgspec.Raw = NONE
 
 
-PEERS = web.AppKey("peers", dict[str, web.WebSocketResponse])
 decode = msgspec.json.Decoder(Incoming).decode
 encode = msgspec.json.Encoder().encode
-
-
-async def healthz(request: web.Request) -> web.Response:
-    return web.Response(text="ok")
 
 
 async def ws_handler(request: web.Request) -> web.WebSocketResponse:
@@ -74,21 +69,9 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-def make_app() -> web.Application:
-    app = web.Application()
-    app[PEERS] = {}
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/ws", ws_handler)
-    return app
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9001)
-    args = parser.parse_args()
     uvloop.install()
-    web.run_app(make_app(), host=args.host, port=args.port, print=None, access_log=None)
+    serve(__doc__, ws_handler, 9001)
 
 
 if __name__ == "__main__":
