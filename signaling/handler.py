@@ -23,6 +23,7 @@ from broker.turn import ice_servers
 from signaling import protocol
 from signaling.bus.base import BusUnavailable
 from signaling.connection import Connection, monotonic
+from signaling.intake import FastLane, FastWebSocketResponse
 from signaling.node import Local, SignalingNode
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class SignalingHandler:
     async def __call__(self, request: web.Request) -> web.WebSocketResponse:
         # No permessage-deflate: signaling frames are few and small, and a zlib stream per
         # direction would cost CPU on every frame and memory on every idle socket.
-        ws = web.WebSocketResponse(
+        ws = FastWebSocketResponse(
             heartbeat=self.heartbeat, max_msg_size=MAX_FRAME, decode_text=False, compress=False
         )
         await ws.prepare(request)
@@ -206,38 +207,97 @@ class SignalingHandler:
         who: Identity,
         joined: bool,
     ) -> None:
-        allow, parse, relay = conn.bucket.allow, protocol.parse, self.node.rooms.relay
-        async for raw in ws:
-            if raw.type is not WSMsgType.TEXT and raw.type is not WSMsgType.BINARY:
-                continue
-            if not allow(monotonic()):
-                if conn.bucket.over >= ABUSE_LIMIT:
-                    conn.close_soon(protocol.CLOSE_ABUSE, "flood")
+        intake = ws.intake if isinstance(ws, FastWebSocketResponse) else None
+        if intake is not None and self.node.rooms.can_relay_now:
+            intake.lane = self._fast_lane(conn, entry, peer_id)
+        try:
+            async for raw in ws:
+                if intake is not None:
+                    intake.busy = True  # messages arriving meanwhile queue up behind this one
+                try:
+                    joined = await self._take(raw, conn, entry, peer_id, who, joined)
+                finally:
+                    if intake is not None:
+                        intake.busy = False
+                if conn.closing:
                     return
-                conn.push_message(protocol.error(protocol.RATE_LIMITED, "slow down"))
-                continue
+        finally:
+            if intake is not None:
+                intake.lane = None
+
+    async def _take(
+        self,
+        raw: Any,
+        conn: Connection,
+        entry: Local,
+        peer_id: str,
+        who: Identity,
+        joined: bool,
+    ) -> bool:
+        """One message from the queue (the handler task's lane); returns ``joined``."""
+        if raw.type is not WSMsgType.TEXT and raw.type is not WSMsgType.BINARY:
+            return joined
+        if not self._allowed(conn):
+            return joined
+        try:
+            msg = protocol.parse(raw.data)
+            sid = entry.session_id
+            if joined and sid is not None and isinstance(msg, _RELAYED):  # the common case
+                await self.node.rooms.relay(sid, peer_id, msg)
+            else:
+                joined = await self._dispatch(msg, conn, entry, peer_id, who, joined)
+        except protocol.ProtocolError as exc:
+            conn.push_message(protocol.error(exc.code, exc.message, exc.ref))
+        except BrokerError as exc:
+            conn.push_message(protocol.error(exc.code, exc.message, getattr(msg, "id", None)))
+        except BusUnavailable:
+            log.warning("bus unavailable for a message", extra={"peer_id": peer_id})
+            conn.push_message(
+                protocol.error(
+                    protocol.UNAVAILABLE,
+                    "the call service is briefly unavailable; try again",
+                    getattr(msg, "id", None),
+                )
+            )
+        return joined
+
+    @staticmethod
+    def _allowed(conn: Connection) -> bool:
+        """The rate limit: False (answered, or the socket closing) when over it."""
+        if conn.bucket.allow(monotonic()):
+            return True
+        if conn.bucket.over >= ABUSE_LIMIT:
+            conn.close_soon(protocol.CLOSE_ABUSE, "flood")
+        else:
+            conn.push_message(protocol.error(protocol.RATE_LIMITED, "slow down"))
+        return False
+
+    def _fast_lane(self, conn: Connection, entry: Local, peer_id: str) -> FastLane:
+        """Relay ``offer``/``answer``/``candidate`` in the read callback (signaling/intake.py):
+        the same checks as ``_take``, on a bus that relays without suspending."""
+        relay_now = self.node.rooms.relay_now
+
+        def lane(data: bytes) -> bool:
+            sid = entry.session_id
+            if sid is None or conn.closing:
+                return False
             try:
-                msg = parse(raw.data)
-                sid = entry.session_id
-                if joined and sid is not None and isinstance(msg, _RELAYED):  # the common case
-                    await relay(sid, peer_id, msg)
-                else:
-                    joined = await self._dispatch(msg, conn, entry, peer_id, who, joined)
+                msg = protocol.parse(data)
+            except protocol.ProtocolError:
+                return False  # the handler task answers it (and counts it)
+            if not isinstance(msg, _RELAYED):
+                return False
+            if not self._allowed(conn):
+                return True
+            try:
+                relay_now(sid, peer_id, msg)
             except protocol.ProtocolError as exc:
                 conn.push_message(protocol.error(exc.code, exc.message, exc.ref))
-            except BrokerError as exc:
-                conn.push_message(protocol.error(exc.code, exc.message, getattr(msg, "id", None)))
-            except BusUnavailable:
-                log.warning("bus unavailable for a message", extra={"peer_id": peer_id})
-                conn.push_message(
-                    protocol.error(
-                        protocol.UNAVAILABLE,
-                        "the call service is briefly unavailable; try again",
-                        getattr(msg, "id", None),
-                    )
-                )
-            if conn.closing:
-                return
+            except Exception:  # never into aiohttp's reader
+                log.exception("relay failed", extra={"peer_id": peer_id})
+            return True
+
+        return lane
 
     async def _dispatch(
         self,

@@ -24,7 +24,7 @@ from broker.scheduling.joining import Joining
 from broker.scheduling.model import PROFILES, ParticipantRole, Session, SessionKind, SessionStatus
 from broker.store.base import Store
 from signaling import protocol
-from signaling.bus.base import IN_CALL, RECONNECTING, WAITING, Bus, PeerRecord
+from signaling.bus.base import IN_CALL, RECONNECTING, WAITING, Bus, LocalBus, PeerRecord
 from signaling.ringing import Ringing
 from signaling.status import StatusChanges
 
@@ -63,6 +63,7 @@ class Rooms:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._bus = bus
+        self._local = bus if isinstance(bus, LocalBus) else None  # relays without suspending
         self._store = store
         self._joining = joining
         self._clock = clock
@@ -280,11 +281,25 @@ class Rooms:
         msg: protocol.Offer | protocol.Answer | protocol.Candidate,
     ) -> None:
         me, target = await self._bus.get_pair(session_id, sender, msg.to)
-        if me is None or me.state == WAITING:
-            raise protocol.ProtocolError(protocol.NOT_JOINED, "join the call first", msg.id)
-        if target is None or target.state == WAITING or target.peer_id == sender:
-            raise protocol.ProtocolError(protocol.UNKNOWN_PEER, "no such peer in this call", msg.id)
+        _check_relay(me, target, sender, msg.id)
         await self._bus.send(msg.to, protocol.relayed(msg, sender))
+
+    def relay_now(
+        self,
+        session_id: str,
+        sender: str,
+        msg: protocol.Offer | protocol.Answer | protocol.Candidate,
+    ) -> None:
+        """``relay`` without suspending, on a ``LocalBus`` (``can_relay_now``)."""
+        bus = self._local
+        assert bus is not None
+        me, target = bus.get_pair_now(session_id, sender, msg.to)
+        _check_relay(me, target, sender, msg.id)
+        bus.send_now(msg.to, protocol.relayed(msg, sender))
+
+    @property
+    def can_relay_now(self) -> bool:
+        return self._local is not None
 
     async def chat(self, session_id: str, sender: str, text: str, ref: str | None) -> None:
         peers = await self._bus.room_peers(session_id)
@@ -390,3 +405,13 @@ class Rooms:
         await self._joining.record(
             session_id, "left", me.subject, reason="dropped", session=session
         )
+
+
+def _check_relay(
+    me: PeerRecord | None, target: PeerRecord | None, sender: str, ref: str | None
+) -> None:
+    """A relay needs its sender in the call and its addressee another peer in the call."""
+    if me is None or me.state == WAITING:
+        raise protocol.ProtocolError(protocol.NOT_JOINED, "join the call first", ref)
+    if target is None or target.state == WAITING or target.peer_id == sender:
+        raise protocol.ProtocolError(protocol.UNKNOWN_PEER, "no such peer in this call", ref)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 # deliver(peer_id, seq, frame): called on the claiming node for each frame, in seq order. It is
 # synchronous (it only hands the frame to the socket's queue), so deliveries never interleave.
@@ -114,3 +114,15 @@ class Bus(Protocol):
         """Mark this node alive for ``ttl_seconds``."""
 
     async def live_nodes(self) -> set[str]: ...
+
+
+@runtime_checkable
+class LocalBus(Protocol):
+    """A bus that can relay without suspending (one node, in memory): the socket's fast lane
+    uses these from the read callback (signaling/intake.py)."""
+
+    def get_pair_now(
+        self, session_id: str, a: str, b: str
+    ) -> tuple[PeerRecord | None, PeerRecord | None]: ...
+
+    def send_now(self, peer_id: str, frame: bytes) -> int: ...

@@ -27,13 +27,14 @@ from signaling import protocol
 from signaling.bus.base import LIVE_CALL_TTL, REPLAY_LIMIT, Deliver, PeerRecord
 
 if TYPE_CHECKING:
-    from signaling.bus.base import Bus
+    from signaling.bus.base import Bus, LocalBus
 
 __all__ = ["PEER_TTL", "MemoryBus"]
 
 log = logging.getLogger(__name__)
 
 PEER_TTL = 3600.0  # seconds an unclaimed peer is kept after its last send
+_NO_ROOM: dict[str, PeerRecord] = {}
 
 
 def check_frame(frame: bytes) -> None:
@@ -118,6 +119,10 @@ class MemoryBus:
         return peer_id not in self._claims and now - peer.touched > self._peer_ttl
 
     async def send(self, peer_id: str, frame: bytes) -> int:
+        return self.send_now(peer_id, frame)
+
+    def send_now(self, peer_id: str, frame: bytes) -> int:
+        """``send`` without suspending (``LocalBus``)."""
         check_frame(frame)
         now = self._clock()
         peer = self._peers.get(peer_id)
@@ -187,7 +192,13 @@ class MemoryBus:
     async def get_pair(
         self, session_id: str, a: str, b: str
     ) -> tuple[PeerRecord | None, PeerRecord | None]:
-        room = self._rooms.get(session_id, {})
+        return self.get_pair_now(session_id, a, b)
+
+    def get_pair_now(
+        self, session_id: str, a: str, b: str
+    ) -> tuple[PeerRecord | None, PeerRecord | None]:
+        """``get_pair`` without suspending (``LocalBus``)."""
+        room = self._rooms.get(session_id, _NO_ROOM)
         return room.get(a), room.get(b)
 
     async def remove_peer(self, session_id: str, peer_id: str) -> None:
@@ -254,5 +265,8 @@ class MemoryBus:
 
 if TYPE_CHECKING:
 
-    def _conforms(bus: MemoryBus) -> Bus:  # mypy checks the protocol here
+    def _conforms(bus: MemoryBus) -> Bus:  # mypy checks the protocols here
+        return bus
+
+    def _is_local(bus: MemoryBus) -> LocalBus:
         return bus
