@@ -37,6 +37,7 @@ _CLOSING = {
 }
 _CLOSING_FIRST = frozenset(t[0] for t in _CLOSING)
 _TYPE_KEY = b'"type":"'
+_PING = b"\x89\x00"  # a final ping frame without payload (RFC 6455 5.5.2)
 
 
 @dataclass(slots=True)
@@ -134,6 +135,19 @@ class Connection:
             self.close_soon(code, "closed by the server")
         return True
 
+    def ping(self) -> None:
+        """A ping frame (control frames may go between any two frames)."""
+        transport = self._transport
+        if transport is not None:
+            if not transport.is_closing():
+                transport.write(_PING)
+        elif not self.closing:
+            self._loop.create_task(self._ping())
+
+    async def _ping(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.ping()
+
     def push_message(self, message: dict[str, object]) -> bool:
         """Frames that are not replayed (hello phase, errors, pong) get seq 0."""
         return self.push(protocol.stamp_seq(protocol.encode(message), 0))
@@ -166,8 +180,14 @@ class Connection:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._writer), 2.0)
         self._flush()
-        with contextlib.suppress(Exception):
-            await self.ws.close(code=code, message=reason.encode()[:120])
+        try:
+            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()[:120]), 5.0)
+        except TimeoutError:
+            # The peer does not read (its buffers are full): the close frame cannot go out.
+            if self._transport is not None:
+                self._transport.abort()
+        except Exception:
+            log.debug("close failed", extra={"peer_id": self.peer_id})
 
     async def _write(self) -> None:
         """Send what the queue holds while the socket is slow; then hand back to ``push``."""

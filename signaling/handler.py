@@ -23,6 +23,8 @@ from broker.turn import ice_servers
 from signaling import protocol
 from signaling.bus.base import BusUnavailable
 from signaling.connection import Connection, monotonic
+from signaling.heartbeat import Heartbeat
+from signaling.intake import AVAILABLE as intake_available
 from signaling.intake import FastLane, FastWebSocketResponse
 from signaling.node import Local, SignalingNode
 
@@ -58,21 +60,30 @@ class SignalingHandler:
         self.joining = joining
         self.settings = settings
         self.heartbeat = heartbeat
+        self.pulse = Heartbeat(heartbeat)
         self.sockets: set[web.WebSocketResponse] = set()
 
     async def __call__(self, request: web.Request) -> web.WebSocketResponse:
         # No permessage-deflate: signaling frames are few and small, and a zlib stream per
         # direction would cost CPU on every frame and memory on every idle socket.
+        # Dead sockets are found by one sweep for all of them (self.pulse) where the reader
+        # counts frames; otherwise by aiohttp's heartbeat.
         ws = FastWebSocketResponse(
-            heartbeat=self.heartbeat, max_msg_size=MAX_FRAME, decode_text=False, compress=False
+            heartbeat=None if intake_available else self.heartbeat,
+            max_msg_size=MAX_FRAME,
+            decode_text=False,
+            compress=False,
         )
         await ws.prepare(request)
         self.sockets.add(ws)
         conn = Connection(ws, transport=request.transport)
         conn.start()
+        if ws.intake is not None:
+            self.pulse.watch(conn, ws.intake)
         try:
             await self._serve(ws, conn)
         finally:
+            self.pulse.forget(conn)
             self.sockets.discard(ws)
             await conn.finish()
             with contextlib.suppress(Exception):
@@ -378,6 +389,7 @@ class SignalingHandler:
         return True
 
     async def close_all(self) -> None:
+        await self.pulse.stop()
         await self.node.shutdown()
         for ws in list(self.sockets):
             with contextlib.suppress(Exception):

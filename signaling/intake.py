@@ -33,22 +33,24 @@ try:  # aiohttp internals, checked: see the module docstring
     from aiohttp.helpers import DEFAULT_CHUNK_SIZE
     from aiohttp.http import WSMsgType
 
-    _AVAILABLE = hasattr(web.WebSocketResponse, "_post_start") and hasattr(
+    AVAILABLE = hasattr(web.WebSocketResponse, "_post_start") and hasattr(
         WebSocketDataQueue, "feed_data"
     )
 except ImportError:  # pragma: no cover - another aiohttp
-    _AVAILABLE = False
+    AVAILABLE = False
 
 
-if _AVAILABLE:
+if AVAILABLE:
 
     class Intake(WebSocketDataQueue):
         """aiohttp's message queue, with a fast lane in front of it."""
 
         lane: FastLane | None = None
         busy: bool = False  # the handler task is working on a message
+        frames: int = 0  # every frame received (signaling/heartbeat.py watches it)
 
         def feed_data(self, data: Any, size: int) -> None:
+            self.frames += 1
             lane = self.lane
             if (
                 lane is not None
