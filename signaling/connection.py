@@ -126,13 +126,16 @@ class Connection:
                 return False
         else:
             out = self._out
-            out.append(frame_header(len(frame)))
+            size = len(frame)
+            out.append(bytes((0x81, size)) if size < 126 else frame_header(size))
             out.append(frame)
             if len(out) == 2:
                 self._loop.call_soon(self._flush)
-        code = closing_code(frame)
-        if code is not None:
-            self.close_soon(code, "closed by the server")
+        at = frame.find(_TYPE_KEY, 0, 32) + len(_TYPE_KEY)  # closing_code, its quick part inline
+        if at >= len(_TYPE_KEY) and at < size and frame[at] in _CLOSING_FIRST:
+            code = closing_code(frame)
+            if code is not None:
+                self.close_soon(code, "closed by the server")
         return True
 
     def ping(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -248,7 +249,8 @@ class SignalingHandler:
         """One message from the queue (the handler task's lane); returns ``joined``."""
         if raw.type is not WSMsgType.TEXT and raw.type is not WSMsgType.BINARY:
             return joined
-        if not self._allowed(conn):
+        if not conn.bucket.allow(monotonic()):
+            self._refused(conn)
             return joined
         try:
             msg = protocol.parse(raw.data)
@@ -273,20 +275,17 @@ class SignalingHandler:
         return joined
 
     @staticmethod
-    def _allowed(conn: Connection) -> bool:
-        """The rate limit: False (answered, or the socket closing) when over it."""
-        if conn.bucket.allow(monotonic()):
-            return True
+    def _refused(conn: Connection) -> None:
+        """A message over the rate limit: answered, or the socket closed when it is a flood."""
         if conn.bucket.over >= ABUSE_LIMIT:
             conn.close_soon(protocol.CLOSE_ABUSE, "flood")
         else:
             conn.push_message(protocol.error(protocol.RATE_LIMITED, "slow down"))
-        return False
 
     def _fast_lane(self, conn: Connection, entry: Local, peer_id: str) -> FastLane:
         """Relay ``offer``/``answer``/``candidate`` in the read callback (signaling/intake.py):
         the same checks as ``_take``, on a bus that relays without suspending."""
-        relay_now = self.node.rooms.relay_now
+        relay_now, allow, now = self.node.rooms.relay_now, conn.bucket.allow, time.monotonic
 
         def lane(data: bytes) -> bool:
             sid = entry.session_id
@@ -298,7 +297,8 @@ class SignalingHandler:
                 return False  # the handler task answers it (and counts it)
             if not isinstance(msg, _RELAYED):
                 return False
-            if not self._allowed(conn):
+            if not allow(now()):
+                self._refused(conn)
                 return True
             try:
                 relay_now(sid, peer_id, msg)

@@ -23,7 +23,6 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from signaling import protocol
 from signaling.bus.base import LIVE_CALL_TTL, REPLAY_LIMIT, Deliver, PeerRecord
 
 if TYPE_CHECKING:
@@ -123,14 +122,15 @@ class MemoryBus:
 
     def send_now(self, peer_id: str, frame: bytes) -> int:
         """``send`` without suspending (``LocalBus``)."""
-        check_frame(frame)
+        if not frame.startswith(b'{"'):
+            check_frame(frame)  # raises
         now = self._clock()
         peer = self._peers.get(peer_id)
         claimed = peer_id in self._claims
         if peer is None or (not claimed and now - peer.touched > self._peer_ttl):
             peer = self._peers[peer_id] = _Peer(touched=now)  # new, or expired: start again
         peer.seq = seq = peer.seq + 1
-        stamped = protocol.stamp_seq(frame, seq)
+        stamped = b'{"seq":%d,%b' % (seq, frame[1:])  # protocol.stamp_seq, inline
         peer.frames.append((seq, stamped))
         peer.touched = now
         deliver = self._deliver
