@@ -84,6 +84,21 @@ def frame_header(length: int) -> bytes:
     return b"\x81\x7f" + length.to_bytes(8, "big")
 
 
+@dataclass(slots=True)
+class Batch:
+    """Writes held back while one read is handled (``open``): the reader flushes them when
+    it is done with what it read (signaling/intake.py), in one write per socket, instead of
+    each socket scheduling its own flush for the next turn of the event loop."""
+
+    open: bool = False
+    pending: list[Connection] = field(default_factory=list)
+
+    def flush(self) -> None:
+        pending = self.pending
+        while pending:
+            pending.pop()._flush()
+
+
 class Connection:
     """The writing half of one WebSocket, and what the server knows of its peer."""
 
@@ -94,8 +109,10 @@ class Connection:
         rate: float = 50.0,
         burst: float = 200.0,
         transport: asyncio.Transport | None = None,
+        batch: Batch | None = None,
     ) -> None:
         self.ws = ws
+        self._batch = batch if batch is not None else Batch()
         # Frames are written straight to the transport only without permessage-deflate.
         self._transport = transport if not ws.compress else None
         self.peer_id: str | None = None
@@ -130,7 +147,11 @@ class Connection:
             out.append(bytes((0x81, size)) if size < 126 else frame_header(size))
             out.append(frame)
             if len(out) == 2:
-                self._loop.call_soon(self._flush)
+                batch = self._batch
+                if batch.open:
+                    batch.pending.append(self)
+                else:
+                    self._loop.call_soon(self._flush)
         at = frame.find(_TYPE_KEY, 0, 32) + len(_TYPE_KEY)  # closing_code, its quick part inline
         if at >= len(_TYPE_KEY) and at < size and frame[at] in _CLOSING_FIRST:
             code = closing_code(frame)

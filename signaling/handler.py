@@ -1,7 +1,12 @@
 """``/ws``: the socket transport. Hello phase (auth, resume), then one message at a time.
 
-Only this task reads from the socket; only its ``Connection`` writes to it. Bad messages get
-an ``error`` with the client's ``ref``; only abuse closes the socket.
+Messages are taken in order, each by one of two lanes: relayed ``offer``/``answer``/
+``candidate`` on a one-node bus go by the *fast lane*, in the read callback (signaling/intake.py:
+no task wake-up per message), whenever the handler task is idle with nothing queued; everything
+else, and everything that arrives while the task is busy, is queued for the handler task. Only
+the socket's ``Connection`` writes to it. Bad messages get an ``error`` with the client's
+``ref``; only abuse closes the socket. Dead sockets are found by one sweep for all of them
+(signaling/heartbeat.py).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from broker.tokens import Tokens, unverified_type
 from broker.turn import ice_servers
 from signaling import protocol
 from signaling.bus.base import BusUnavailable
-from signaling.connection import Connection, monotonic
+from signaling.connection import Batch, Connection, monotonic
 from signaling.heartbeat import Heartbeat
 from signaling.intake import AVAILABLE as intake_available
 from signaling.intake import FastLane, FastWebSocketResponse
@@ -62,6 +67,7 @@ class SignalingHandler:
         self.settings = settings
         self.heartbeat = heartbeat
         self.pulse = Heartbeat(heartbeat)
+        self.batch = Batch()  # writes held while one read is handled (signaling/intake.py)
         self.sockets: set[web.WebSocketResponse] = set()
 
     async def __call__(self, request: web.Request) -> web.WebSocketResponse:
@@ -70,6 +76,7 @@ class SignalingHandler:
         # Dead sockets are found by one sweep for all of them (self.pulse) where the reader
         # counts frames; otherwise by aiohttp's heartbeat.
         ws = FastWebSocketResponse(
+            batch=self.batch,
             heartbeat=None if intake_available else self.heartbeat,
             max_msg_size=MAX_FRAME,
             decode_text=False,
@@ -77,7 +84,7 @@ class SignalingHandler:
         )
         await ws.prepare(request)
         self.sockets.add(ws)
-        conn = Connection(ws, transport=request.transport)
+        conn = Connection(ws, transport=request.transport, batch=self.batch)
         conn.start()
         if ws.intake is not None:
             self.pulse.watch(conn, ws.intake)

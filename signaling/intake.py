@@ -23,6 +23,8 @@ from typing import Any
 
 from aiohttp import web
 
+from signaling.connection import Batch
+
 log = logging.getLogger(__name__)
 
 # A fast lane: given a text message's bytes, True when it handled it (nothing to queue).
@@ -62,8 +64,32 @@ if AVAILABLE:
                 return
             super().feed_data(data, size)
 
+    class _Chunked:
+        """aiohttp's frame parser, with the batch of writes open while it handles a read."""
+
+        def __init__(self, parser: Any, batch: Batch) -> None:
+            self._parser = parser
+            self._batch = batch
+
+        def feed_data(self, data: bytes) -> Any:
+            batch = self._batch
+            batch.open = True
+            try:
+                return self._parser.feed_data(data)
+            finally:
+                batch.open = False
+                batch.flush()
+
+        def feed_eof(self) -> Any:
+            return self._parser.feed_eof()
+
     class FastWebSocketResponse(web.WebSocketResponse):
-        """A ``WebSocketResponse`` whose reader feeds an ``Intake``."""
+        """A ``WebSocketResponse`` whose reader feeds an ``Intake``; with a ``batch``, what
+        the fast lane writes while one read is handled goes out when that read is done."""
+
+        def __init__(self, *, batch: Batch | None = None, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._batch = batch
 
         def _post_start(self, request: Any, protocol: Any, writer: Any) -> None:
             self._ws_protocol = protocol
@@ -79,7 +105,8 @@ if AVAILABLE:
                 decode_text=self._decode_text,
             )
             cb = None if self._heartbeat is None else self._on_data_received
-            request.protocol.set_parser(self._parser, data_received_cb=cb)
+            parser = self._parser if self._batch is None else _Chunked(self._parser, self._batch)
+            request.protocol.set_parser(parser, data_received_cb=cb)
             request.protocol.keep_alive(False)
 
         @property
@@ -90,6 +117,9 @@ if AVAILABLE:
 else:  # pragma: no cover - another aiohttp
 
     class FastWebSocketResponse(web.WebSocketResponse):  # type: ignore[no-redef]
+        def __init__(self, *, batch: Any = None, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+
         @property
         def intake(self) -> Any:
             return None

@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from broker.app import SIGNALING
 from broker.config import Settings
 from broker.domain import Role
 from signaling import protocol
@@ -124,6 +125,34 @@ async def test_waiting_room_admit_relay_and_chat(client: Any, checkup: Any) -> N
     ]
     await host.close()
     await guest.close()
+
+
+async def test_messages_keep_their_order_whichever_lane_takes_them(
+    client: Any, checkup: Any
+) -> None:
+    """Candidates are relayed in the read callback, chat by the handler task: sent back to
+    back, they still arrive in the order sent."""
+    host, guest = await in_call(client, checkup)
+    to = host.welcome["peer_id"]
+    sent = []
+    for n in range(30):
+        if n % 3 == 0:
+            await guest.send(type="chat", text=f"m{n}")
+        else:
+            line = f"candidate:{n} 1 udp 2122260223 127.0.0.1 {50000 + n} typ host"
+            await guest.send(type="candidate", to=to, candidate={"candidate": line, "sdpMid": "0"})
+        sent.append(f"m{n}")
+    got = []
+    while len(got) < len(sent):
+        msg = await asyncio.wait_for(host.inbox.get(), 5)
+        if msg["type"] == "chat":
+            got.append(msg["text"])
+        elif msg["type"] == "candidate":
+            got.append("m" + msg["candidate"]["candidate"].split(":")[1].split(" ")[0])
+    assert got == sent
+    # The fast lane is on for both sockets (it would be off on another aiohttp).
+    sockets = client.app[SIGNALING].sockets
+    assert len(sockets) == 2 and all(ws.intake.lane is not None for ws in sockets)
 
 
 async def test_no_hello_is_closed(client: Any) -> None:
