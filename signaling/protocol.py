@@ -201,6 +201,7 @@ CLIENT_TYPES: tuple[type[_Msg], ...] = (
 )
 _KNOWN = frozenset(str(t.__struct_config__.tag) for t in CLIENT_TYPES)
 _decoder: msgspec.json.Decoder[ClientMessage] = msgspec.json.Decoder(ClientMessage)
+_WITH_SDP = (Offer, Answer)
 _probe = msgspec.json.Decoder(dict[str, Any])
 
 
@@ -218,10 +219,11 @@ def parse(raw: str | bytes) -> ClientMessage:
         raise _explain(data, str(exc)) from None
     except (msgspec.DecodeError, UnicodeError):
         raise ProtocolError(MALFORMED, "not a JSON object") from None
-    if isinstance(msg, Offer | Answer):
+    if isinstance(msg, Candidate):  # (a class, not a union: no union object per call)
+        if msg.candidate is not None:
+            check_candidate(msg.candidate, msg.id)
+    elif isinstance(msg, _WITH_SDP):
         check_sdp(msg.sdp, msg.id)
-    elif isinstance(msg, Candidate) and msg.candidate is not None:
-        check_candidate(msg.candidate, msg.id)
     return msg
 
 
