@@ -56,7 +56,11 @@ CATEGORIES = {
         "closing_code",
         "Queue.get",
     ),
-    "bus.send: seq, replay buffer, per-peer lock, deliver, push": (
+    "socket write (Connection._flush: one write per socket and read)": (
+        "Connection._flush",
+        "Batch.flush",
+    ),
+    "bus.send: seq, replay buffer, deliver, push": (
         "MemoryBus.send",
         "_deliver (signaling/node",
         "Connection.push",
@@ -70,9 +74,15 @@ CATEGORIES = {
         "relayed (",
         "encode (signaling",
     ),
-    "socket read + frame parsing (aiohttp data_received)": ("data_received", "_read_ready"),
+    "socket read + frame parsing (aiohttp data_received)": (
+        "data_received",
+        "_read_ready",
+        "_Chunked.feed_data",
+    ),
+    "fast lane (Intake.feed_data, lane, rate limit)": ("Intake.feed_data", "lane (signaling"),
     "handler loop (ws.receive, dispatch, rate limit)": (
         "SignalingHandler._read",
+        "SignalingHandler._take",
         "SignalingHandler._dispatch",
         "WebSocketResponse.receive",
         "WebSocketResponse.__anext__",
@@ -113,7 +123,9 @@ THROUGH = (
     "parse (signaling/protocol.py",
     "check_sdp (",
     "Rooms.relay (",
+    "Rooms.relay_now (",
     "MemoryBus.send (",
+    "MemoryBus.send_now (",
     "RedisBus.send (",
     "RedisBus.get_peer (",
     "RedisBus._read (",
