@@ -233,14 +233,18 @@ def _ci() -> bool:
     return os.environ.get("CI") == "true"
 
 
+def _call_on_two_nodes(launcher: BrokerLauncher, redis_url: str, tmp_path: Path) -> Call:
+    flags = ["--redis-url", redis_url]
+    a = launcher.start(tmp_path / "a", [*flags, "--demo"])
+    b = launcher.start(tmp_path / "b", flags)
+    return Call(a, b)
+
+
 async def test_call_recovers_after_redis_restarts(
     broker_launcher: BrokerLauncher, durable_redis: Any, tmp_path: Path
 ) -> None:
     url, restart, _, _ = durable_redis
-    flags = ["--redis-url", url]
-    a = broker_launcher.start(tmp_path / "a", [*flags, "--demo"])
-    b = broker_launcher.start(tmp_path / "b", flags)
-    call = Call(a, b)
+    call = _call_on_two_nodes(broker_launcher, url, tmp_path)
     async with aiohttp.ClientSession() as http:
         host, guest = await call.start(http)
         await host.send(type="chat", text="one")
@@ -261,10 +265,7 @@ async def test_a_message_while_redis_is_down_gets_an_error_and_the_socket_stays(
     broker_launcher: BrokerLauncher, durable_redis: Any, tmp_path: Path
 ) -> None:
     url, _, stop, start = durable_redis
-    flags = ["--redis-url", url]
-    a = broker_launcher.start(tmp_path / "a", [*flags, "--demo"])
-    b = broker_launcher.start(tmp_path / "b", flags)
-    call = Call(a, b)
+    call = _call_on_two_nodes(broker_launcher, url, tmp_path)
     async with aiohttp.ClientSession() as http:
         host, guest = await call.start(http)
         stop()
