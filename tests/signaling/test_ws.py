@@ -30,6 +30,16 @@ async def connect(client: Any, token: str | None, resume: dict[str, Any] | None 
     return await open_peer(client, "/ws", token, resume)
 
 
+async def refused(client: Any, token: str) -> str:
+    """Say hello with ``token``: the error code, after checking the socket closed with 4003."""
+    peer = await connect(client, None)
+    await peer.send(type="hello", token=token)
+    code = str((await peer.expect("error"))["code"])
+    await asyncio.sleep(0.2)
+    assert peer.ws.close_code == protocol.CLOSE_AUTH_FAILED
+    return code
+
+
 async def join_token(client: Any, session_id: str, who: Account) -> str:
     resp = await client.post(f"/api/v1/sessions/{session_id}/join", headers=who.headers)
     assert resp.status == 200, await resp.text()
@@ -166,11 +176,7 @@ async def test_no_hello_is_closed(client: Any) -> None:
 
 @pytest.mark.parametrize("token", ["garbage", "a.b.c"])
 async def test_bad_token_is_refused(client: Any, token: str) -> None:
-    peer = await connect(client, None)
-    await peer.send(type="hello", token=token)
-    assert (await peer.expect("error"))["code"] == protocol.INVALID_TOKEN
-    await asyncio.sleep(0.2)
-    assert peer.ws.close_code == protocol.CLOSE_AUTH_FAILED
+    assert await refused(client, token) == protocol.INVALID_TOKEN
 
 
 async def test_other_sessions_token_cannot_reach_this_call(client: Any, checkup: Any) -> None:
@@ -352,11 +358,7 @@ async def test_expired_join_token_is_refused(client: Any, checkup: Any) -> None:
         {"sid": session_id, "role": "patient"},
         now=datetime.now(UTC) - timedelta(hours=1),
     )
-    peer = await connect(client, None)
-    await peer.send(type="hello", token=stale)
-    assert (await peer.expect("error"))["code"] == protocol.TOKEN_EXPIRED
-    await asyncio.sleep(0.2)
-    assert peer.ws.close_code == protocol.CLOSE_AUTH_FAILED
+    assert await refused(client, stale) == protocol.TOKEN_EXPIRED
 
 
 async def test_expired_access_token_is_refused(client: Any) -> None:
@@ -364,11 +366,7 @@ async def test_expired_access_token_is_refused(client: Any) -> None:
     stale, _ = app_services(client).tokens.issue_access(
         tv.user_id, Role.FAMILY, None, now=datetime.now(UTC) - timedelta(days=1)
     )
-    peer = await connect(client, None)
-    await peer.send(type="hello", token=stale)
-    assert (await peer.expect("error"))["code"] == protocol.TOKEN_EXPIRED
-    await asyncio.sleep(0.2)
-    assert peer.ws.close_code == protocol.CLOSE_AUTH_FAILED
+    assert await refused(client, stale) == protocol.TOKEN_EXPIRED
 
 
 async def test_tokens_of_other_kinds_are_refused(client: Any) -> None:
@@ -381,11 +379,7 @@ async def test_tokens_of_other_kinds_are_refused(client: Any) -> None:
     )
     forged = tv.access_token.rsplit(".", 1)[0] + "." + "A" * 86
     for token in (resume, mislabelled, forged):
-        peer = await connect(client, None)
-        await peer.send(type="hello", token=token)
-        assert (await peer.expect("error"))["code"] == protocol.INVALID_TOKEN
-        await asyncio.sleep(0.2)
-        assert peer.ws.close_code == protocol.CLOSE_AUTH_FAILED
+        assert await refused(client, token) == protocol.INVALID_TOKEN
 
 
 async def test_trusted_contact_is_auto_answered(client: Any) -> None:
