@@ -62,6 +62,10 @@ class TokenBucket:
         self.over += 1
         return False
 
+    def refund(self) -> None:
+        """Give back the token of the last allowed message (it is counted again later)."""
+        self.tokens = min(self.burst, self.tokens + 1)
+
 
 def closing_code(frame: bytes) -> int | None:
     """The close code that follows ``frame``, if it is a final message.
@@ -97,6 +101,18 @@ class Batch:
         pending = self.pending
         while pending:
             pending.pop()._flush()
+
+    def hold_for_turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Open the batch until the next turn of the loop, for a caller with no end of read
+        to flush at (frames from the bus): one scheduled flush for all sockets it writes to,
+        rather than one each."""
+        if not self.open:
+            self.open = True
+            loop.call_soon(self._end_turn)
+
+    def _end_turn(self) -> None:
+        self.open = False
+        self.flush()
 
 
 class Connection:

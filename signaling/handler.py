@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from broker.tokens import Tokens, unverified_type
 from broker.turn import ice_servers
 from signaling import protocol
 from signaling.bus.base import BusUnavailable
-from signaling.connection import Batch, Connection, monotonic
+from signaling.connection import Connection, monotonic
 from signaling.heartbeat import Heartbeat
 from signaling.intake import AVAILABLE as intake_available
 from signaling.intake import FastLane, FastWebSocketResponse
@@ -67,7 +68,7 @@ class SignalingHandler:
         self.settings = settings
         self.heartbeat = heartbeat
         self.pulse = Heartbeat(heartbeat)
-        self.batch = Batch()  # writes held while one read is handled (signaling/intake.py)
+        self.batch = node.batch
         self.sockets: set[web.WebSocketResponse] = set()
 
     async def __call__(self, request: web.Request) -> web.WebSocketResponse:
@@ -271,14 +272,7 @@ class SignalingHandler:
         except BrokerError as exc:
             conn.push_message(protocol.error(exc.code, exc.message, getattr(msg, "id", None)))
         except BusUnavailable:
-            log.warning("bus unavailable for a message", extra={"peer_id": peer_id})
-            conn.push_message(
-                protocol.error(
-                    protocol.UNAVAILABLE,
-                    "the call service is briefly unavailable; try again",
-                    getattr(msg, "id", None),
-                )
-            )
+            _unavailable(conn, peer_id, getattr(msg, "id", None))
         return joined
 
     @staticmethod
@@ -294,6 +288,12 @@ class SignalingHandler:
         the same checks as ``_take``, on a bus that relays without suspending."""
         relay_now, allow, now = self.node.rooms.relay_now, conn.bucket.allow, time.monotonic
 
+        def failed(ref: str | None, exc: Exception) -> None:  # a send found failing later
+            if not isinstance(exc, BusUnavailable):
+                code = str(exc).split(" ", 1)[0]  # the error's code only: no frame in logs
+                log.error("relay refused by the bus: %s", code, extra={"peer_id": peer_id})
+            _unavailable(conn, peer_id, ref)
+
         def lane(data: bytes) -> bool:
             sid = entry.session_id
             if sid is None or conn.closing:
@@ -308,9 +308,13 @@ class SignalingHandler:
                 self._refused(conn)
                 return True
             try:
-                relay_now(sid, peer_id, msg)
+                if not relay_now(sid, peer_id, msg, functools.partial(failed, msg.id)):
+                    conn.bucket.refund()  # the handler task relays it, and counts it again
+                    return False
             except protocol.ProtocolError as exc:
                 conn.push_message(protocol.error(exc.code, exc.message, exc.ref))
+            except BusUnavailable:
+                _unavailable(conn, peer_id, msg.id)
             except Exception:  # never into aiohttp's reader
                 log.exception("relay failed", extra={"peer_id": peer_id})
             return True
@@ -401,3 +405,13 @@ class SignalingHandler:
         for ws in list(self.sockets):
             with contextlib.suppress(Exception):
                 await ws.close(code=protocol.CLOSE_GOING_AWAY, message=b"shutdown")
+
+
+def _unavailable(conn: Connection, peer_id: str, ref: str | None) -> None:
+    """The bus (Redis) could not take a message: the sender is told, its socket kept."""
+    log.warning("bus unavailable for a message", extra={"peer_id": peer_id})
+    conn.push_message(
+        protocol.error(
+            protocol.UNAVAILABLE, "the call service is briefly unavailable; try again", ref
+        )
+    )

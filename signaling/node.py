@@ -13,7 +13,7 @@ from typing import Any
 from broker.scheduling.model import Event
 from signaling import protocol
 from signaling.bus.base import Bus, BusUnavailable
-from signaling.connection import Connection
+from signaling.connection import Batch, Connection
 from signaling.rooms import RECONNECTING, Rooms
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,11 @@ class SignalingNode:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._closed = False
+        self.batch = Batch()  # writes held while one read is handled (signaling/intake.py)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         await self.bus.start(self._deliver)
         await self.bus.heartbeat(HEARTBEAT_TTL)
         self._loops.append(asyncio.create_task(self._liveness(), name="signaling-liveness"))
@@ -59,6 +62,8 @@ class SignalingNode:
         conn = entry.conn
         if seq > conn.last_seq:  # else already sent (replay and live delivery overlap)
             conn.last_seq = seq
+            if self._loop is not None:
+                self.batch.hold_for_turn(self._loop)  # the bus delivers several per read
             conn.push(frame)
 
     def _push(self, entry: Local, seq: int, frame: bytes) -> None:

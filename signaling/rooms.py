@@ -24,7 +24,7 @@ from broker.scheduling.joining import Joining
 from broker.scheduling.model import PROFILES, ParticipantRole, Session, SessionKind, SessionStatus
 from broker.store.base import Store
 from signaling import protocol
-from signaling.bus.base import IN_CALL, RECONNECTING, WAITING, Bus, LocalBus, PeerRecord
+from signaling.bus.base import IN_CALL, RECONNECTING, WAITING, Bus, Failed, FastBus, PeerRecord
 from signaling.ringing import Ringing
 from signaling.status import StatusChanges
 
@@ -63,7 +63,7 @@ class Rooms:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._bus = bus
-        self._local = bus if isinstance(bus, LocalBus) else None  # relays without suspending
+        self._fast = bus if isinstance(bus, FastBus) else None  # relays without suspending
         self._store = store
         self._joining = joining
         self._clock = clock
@@ -289,17 +289,22 @@ class Rooms:
         session_id: str,
         sender: str,
         msg: protocol.Offer | protocol.Answer | protocol.Candidate,
-    ) -> None:
-        """``relay`` without suspending, on a ``LocalBus`` (``can_relay_now``)."""
-        bus = self._local
+        failed: Failed,
+    ) -> bool:
+        """``relay`` without suspending, on a ``FastBus`` (``can_relay_now``): False when the
+        bus cannot tell or send now (then ``relay``); a send that fails later goes to
+        ``failed``."""
+        bus = self._fast
         assert bus is not None
-        me, target = bus.get_pair_now(session_id, sender, msg.to)
-        _check_relay(me, target, sender, msg.id)
-        bus.send_now(msg.to, protocol.relayed(msg, sender))
+        pair = bus.get_pair_now(session_id, sender, msg.to)
+        if pair is None:
+            return False
+        _check_relay(pair[0], pair[1], sender, msg.id)
+        return bus.send_now(msg.to, protocol.relayed(msg, sender), failed)
 
     @property
     def can_relay_now(self) -> bool:
-        return self._local is not None
+        return self._fast is not None
 
     async def chat(self, session_id: str, sender: str, text: str, ref: str | None) -> None:
         peers = await self._bus.room_peers(session_id)

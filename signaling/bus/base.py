@@ -19,6 +19,8 @@ from typing import Protocol, runtime_checkable
 # deliver(peer_id, seq, frame): called on the claiming node for each frame, in seq order. It is
 # synchronous (it only hands the frame to the socket's queue), so deliveries never interleave.
 Deliver = Callable[[str, int, bytes], None]
+# failed(exc): a send that went out without being awaited (FastBus.send_now) failed later.
+Failed = Callable[[Exception], None]
 
 REPLAY_LIMIT = 256  # frames kept per peer for resume
 # Seconds a live call is remembered after it was last added: longer than any call lasts (8 hours)
@@ -117,12 +119,16 @@ class Bus(Protocol):
 
 
 @runtime_checkable
-class LocalBus(Protocol):
-    """A bus that can relay without suspending (one node, in memory): the socket's fast lane
-    uses these from the read callback (signaling/intake.py)."""
+class FastBus(Protocol):
+    """A bus that can relay without suspending: the socket's fast lane uses these from the
+    read callback (signaling/intake.py). Either may decline (None, False): then the lane
+    leaves the message to the handler task, which uses ``get_pair`` and ``send``."""
 
     def get_pair_now(
         self, session_id: str, a: str, b: str
-    ) -> tuple[PeerRecord | None, PeerRecord | None]: ...
+    ) -> tuple[PeerRecord | None, PeerRecord | None] | None:
+        """``get_pair`` if it can be answered now, else None."""
 
-    def send_now(self, peer_id: str, frame: bytes) -> int: ...
+    def send_now(self, peer_id: str, frame: bytes, failed: Failed) -> bool:
+        """``send``, if it can go now (else False); a failure found later goes to ``failed``
+        (``BusUnavailable`` when the frame may not have been stored)."""

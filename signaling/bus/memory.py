@@ -23,10 +23,10 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from signaling.bus.base import LIVE_CALL_TTL, REPLAY_LIMIT, Deliver, PeerRecord
+from signaling.bus.base import LIVE_CALL_TTL, REPLAY_LIMIT, Deliver, Failed, PeerRecord
 
 if TYPE_CHECKING:
-    from signaling.bus.base import Bus, LocalBus
+    from signaling.bus.base import Bus, FastBus
 
 __all__ = ["PEER_TTL", "MemoryBus"]
 
@@ -118,10 +118,14 @@ class MemoryBus:
         return peer_id not in self._claims and now - peer.touched > self._peer_ttl
 
     async def send(self, peer_id: str, frame: bytes) -> int:
-        return self.send_now(peer_id, frame)
+        return self._send(peer_id, frame)
 
-    def send_now(self, peer_id: str, frame: bytes) -> int:
-        """``send`` without suspending (``LocalBus``)."""
+    def send_now(self, peer_id: str, frame: bytes, failed: Failed) -> bool:
+        """``send`` without suspending (``FastBus``); it never fails later."""
+        self._send(peer_id, frame)
+        return True
+
+    def _send(self, peer_id: str, frame: bytes) -> int:
         if not frame.startswith(b'{"'):
             check_frame(frame)  # raises
         now = self._clock()
@@ -197,7 +201,7 @@ class MemoryBus:
     def get_pair_now(
         self, session_id: str, a: str, b: str
     ) -> tuple[PeerRecord | None, PeerRecord | None]:
-        """``get_pair`` without suspending (``LocalBus``)."""
+        """``get_pair`` without suspending (``FastBus``)."""
         room = self._rooms.get(session_id, _NO_ROOM)
         return room.get(a), room.get(b)
 
@@ -268,5 +272,5 @@ if TYPE_CHECKING:
     def _conforms(bus: MemoryBus) -> Bus:  # mypy checks the protocols here
         return bus
 
-    def _is_local(bus: MemoryBus) -> LocalBus:
+    def _is_fast(bus: MemoryBus) -> FastBus:
         return bus

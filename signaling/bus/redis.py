@@ -69,13 +69,20 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from signaling.bus import scripts
-from signaling.bus.base import LIVE_CALL_TTL, REPLAY_LIMIT, BusUnavailable, Deliver, PeerRecord
+from signaling.bus.base import (
+    LIVE_CALL_TTL,
+    REPLAY_LIMIT,
+    BusUnavailable,
+    Deliver,
+    Failed,
+    PeerRecord,
+)
 from signaling.bus.resp import RespClient, Script
 from signaling.bus.room_cache import RoomCache, decode_record
 from signaling.bus.subscriber import Subscriber
 
 if TYPE_CHECKING:
-    from signaling.bus.base import Bus
+    from signaling.bus.base import Bus, FastBus
 
 __all__ = ["RedisBus", "RoomLockTimeout"]
 
@@ -232,6 +239,15 @@ class RedisBus:
             raise ValueError("a peer id is one line")
         args = (frame, REPLAY_LIMIT, self._ttl_ms, self._channel_prefix, peer_id)
         return int(await self._r.evalsha(scripts.SEND, self._peer_keys(peer_id), args))
+
+    def send_now(self, peer_id: str, frame: bytes, failed: Failed) -> bool:
+        """``send`` written at once, its reply unawaited (``FastBus``): a failure goes to
+        ``failed``. False when it cannot go now (no connection, or the script not yet loaded
+        on it): then ``send``."""
+        if "\n" in peer_id or not frame.startswith(b'{"'):
+            return False  # send raises for these
+        args = (frame, REPLAY_LIMIT, self._ttl_ms, self._channel_prefix, peer_id)
+        return self._r.evalsha_now(scripts.SEND, self._peer_keys(peer_id), args, failed)
 
     async def claim(self, peer_id: str) -> None:
         fresh = peer_id not in self._claims
@@ -416,6 +432,12 @@ class RedisBus:
     ) -> tuple[PeerRecord | None, PeerRecord | None]:
         return await self._rooms.get_pair(self._key("room", session_id), a, b)
 
+    def get_pair_now(
+        self, session_id: str, a: str, b: str
+    ) -> tuple[PeerRecord | None, PeerRecord | None] | None:
+        """``get_pair`` from this node's cache (``FastBus``); None when it is not there."""
+        return self._rooms.get_pair_now(self._key("room", session_id).encode(), a, b)
+
     async def remove_peer(self, session_id: str, peer_id: str) -> None:
         key = self._key("room", session_id)
         self._rooms.forget(key)
@@ -460,5 +482,8 @@ class RedisBus:
 
 if TYPE_CHECKING:
 
-    def _conforms(bus: RedisBus) -> Bus:  # mypy checks the protocol here
+    def _conforms(bus: RedisBus) -> Bus:  # mypy checks the protocols here
+        return bus
+
+    def _is_fast(bus: RedisBus) -> FastBus:
         return bus

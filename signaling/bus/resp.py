@@ -25,12 +25,12 @@ import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from urllib.parse import unquote, urlsplit
 
 import hiredis
 
-from signaling.bus.base import BusUnavailable
+from signaling.bus.base import BusUnavailable, Failed
 
 __all__ = ["Address", "Connection", "RespClient", "RespError", "Script", "parse_url"]
 
@@ -43,10 +43,18 @@ MAX_PENDING = 100_000  # replies one connection may owe before callers are refus
 TICK = 0.5  # seconds between checks of a connection's silence
 
 # Error replies that mean "Redis cannot serve now", not "this command is wrong".
-_UNAVAILABLE = (b"LOADING", b"BUSY", b"MASTERDOWN", b"TRYAGAIN", b"CLUSTERDOWN")
+_UNAVAILABLE = (b"LOADING", b"BUSY", b"MASTERDOWN", b"TRYAGAIN", b"CLUSTERDOWN", b"OOM")
 
 Arg = bytes | str | int | float
 Push = Callable[[Any], None]
+
+
+class Waiter(Protocol):
+    """What waits for one reply: an ``asyncio.Future``, or a ``_Failed`` (no one awaits)."""
+
+    def done(self) -> bool: ...
+    def set_result(self, result: Any, /) -> None: ...
+    def set_exception(self, exception: BaseException, /) -> None: ...
 
 
 # hiredis's stub types the argument as a one-element tuple; it takes any number of them.
@@ -103,13 +111,38 @@ class Script:
         return cls(body, hashlib.sha1(body, usedforsecurity=False).hexdigest().encode())
 
 
+class _Failed:
+    """The waiter of a command nobody awaits (``RespClient.evalsha_now``): a reply is dropped,
+    an error goes to ``failed``; NOSCRIPT also tells the connection the script is gone."""
+
+    __slots__ = ("_conn", "_failed", "_sha")
+
+    def __init__(self, conn: Connection, sha: bytes, failed: Failed) -> None:
+        self._conn, self._sha, self._failed = conn, sha, failed
+
+    def done(self) -> bool:
+        return False
+
+    def set_result(self, result: Any, /) -> None:
+        return None
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        if isinstance(exception, RespError) and str(exception).startswith("NOSCRIPT"):
+            self._conn.loaded.discard(self._sha)  # SCRIPT FLUSH: awaited calls reload it
+            exception = BusUnavailable("redis lost its scripts")
+        try:
+            self._failed(exception if isinstance(exception, Exception) else BusUnavailable())
+        except Exception:
+            log.exception("redis connection: failure handler failed")
+
+
 class Connection(asyncio.Protocol):
     """One Redis connection; see the module docstring."""
 
     def __init__(self, reply_timeout: float = REPLY_TIMEOUT, on_push: Push | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         self._parser = hiredis.Reader()
-        self._pending: deque[asyncio.Future[Any]] = deque()
+        self._pending: deque[Waiter] = deque()
         self._out: list[bytes] = []
         self._transport: asyncio.Transport | None = None
         self._reply_timeout = reply_timeout
@@ -117,6 +150,7 @@ class Connection(asyncio.Protocol):
         self._seen, self._stalled = 0, 0.0
         self.on_push = on_push
         self.replies = 0  # replies and pushes received so far
+        self.loaded: set[bytes] = set()  # SHAs of scripts this connection's server has run
         self.closed: asyncio.Future[None] = self._loop.create_future()
 
     # asyncio.Protocol
@@ -184,6 +218,15 @@ class Connection(asyncio.Protocol):
         self._pending.append(future)
         self._write(_pack(tuple(args)))
         return future
+
+    def submit_unawaited(self, args: Sequence[Arg], waiter: Waiter) -> None:
+        """Queue one command whose reply goes to ``waiter`` (in the reading callback)."""
+        if self._transport is None:
+            raise BusUnavailable("redis connection lost")
+        if len(self._pending) >= MAX_PENDING:
+            raise BusUnavailable("redis is not keeping up")
+        self._pending.append(waiter)
+        self._write(_pack(tuple(args)))
 
     def send_nowait(self, args: Sequence[Arg]) -> None:
         """Queue a command whose answer comes as a push (SUBSCRIBE, PING when subscribed)."""
@@ -302,12 +345,33 @@ class RespClient:
 
     async def evalsha(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         """Run ``script`` (``EVALSHA``; ``EVAL`` when the server does not know it yet)."""
+        conn = self.current()
         try:
-            return await self.call(b"EVALSHA", script.sha, len(keys), *keys, *args)
+            reply = await self.call(b"EVALSHA", script.sha, len(keys), *keys, *args)
         except RespError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
-        return await self.call(b"EVAL", script.source, len(keys), *keys, *args)
+            conn = self.current()
+            reply = await self.call(b"EVAL", script.source, len(keys), *keys, *args)
+        if conn is not None and conn is self._conn:
+            conn.loaded.add(script.sha)  # the connection the call went out on has it
+        return reply
+
+    def evalsha_now(
+        self, script: Script, keys: Sequence[Arg], args: Sequence[Arg], failed: Failed
+    ) -> bool:
+        """Write ``script``'s ``EVALSHA`` now, its reply unawaited: an error reply (or a lost
+        connection) goes to ``failed``, in the reading callback. False, and nothing written,
+        when there is no open connection or its server has not run the script yet (then
+        ``evalsha`` loads it): an ``EVALSHA`` answered NOSCRIPT and retried as ``EVAL`` after
+        later commands would reorder them. ``BusUnavailable`` when too many replies are owed."""
+        conn = self._conn
+        if conn is None or not conn.is_open or script.sha not in conn.loaded:
+            return False
+        conn.submit_unawaited(
+            (b"EVALSHA", script.sha, len(keys), *keys, *args), _Failed(conn, script.sha, failed)
+        )
+        return True
 
     async def connection(self) -> Connection:
         """The open connection; opens one unless a recent attempt failed (then backs off)."""

@@ -88,6 +88,26 @@ class RoomCache:
         self._gen += 1
         self._rooms.pop(key.encode(), None)
 
+    def get_pair_now(
+        self, key: bytes, a: str, b: str
+    ) -> tuple[PeerRecord | None, PeerRecord | None] | None:
+        """The pair if both records are cached and the tracking holds; else None (then
+        ``get_pair`` reads them)."""
+        room = self._rooms.get(key)
+        if room is None or a not in room or b not in room:
+            return None
+        conn, sub = self._tracked, self._tracked_for
+        if (
+            conn is None
+            or not conn.is_open
+            or sub is not self._sub
+            or sub is None
+            or not sub.is_open
+            or conn is not self._client.current()
+        ):
+            return None
+        return room[a], room[b]
+
     async def get_pair(
         self, key: str, a: str, b: str
     ) -> tuple[PeerRecord | None, PeerRecord | None]:
