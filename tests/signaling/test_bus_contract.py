@@ -24,7 +24,7 @@ import redis.asyncio as aredis
 import redis.exceptions
 
 from signaling import protocol
-from signaling.bus.base import REPLAY_LIMIT, Bus, BusUnavailable, PeerRecord
+from signaling.bus.base import REPLAY_LIMIT, Bus, BusUnavailable, FastBus, PeerRecord
 from signaling.bus.memory import MemoryBus
 from signaling.bus.redis import RedisBus, RoomLockTimeout
 from signaling.bus.resp import RespClient
@@ -154,6 +154,30 @@ async def test_concurrent_sends_are_delivered_one_at_a_time_in_seq_order(backend
     assert inbox.seqs() == list(range(1, 201))
     sent_as = {seq: n for n, seq in enumerate(seqs)}
     assert all(frame == protocol.stamp_seq(chat(sent_as[s]), s) for _, s, frame in inbox.got)
+
+
+async def test_sends_written_at_once_keep_their_order_with_awaited_ones(backend: Backend) -> None:
+    """``send_now`` (the fast lane's send, ``FastBus``) between awaited sends: one seq order."""
+    bus, inbox = await started(backend)
+    assert isinstance(bus, FastBus)
+    await bus.claim("p1")
+    failures: list[Exception] = []
+    sent = 0
+    for n in range(1, 301):
+        if n % 10 == 1:
+            await bus.send("p1", chat(n))
+        else:
+            assert bus.send_now("p1", chat(n), failures.append)  # loaded by the first send
+        sent += 1
+    await inbox.wait(sent)
+    assert inbox.seqs() == list(range(1, sent + 1))
+    assert [frame for _, _, frame in inbox.got] == [
+        protocol.stamp_seq(chat(n), n) for n in range(1, sent + 1)
+    ]
+    assert failures == []
+    assert await bus.replay("p1", sent - 5) == [
+        protocol.stamp_seq(chat(n), n) for n in range(sent - 4, sent + 1)
+    ]
 
 
 async def test_thousands_of_concurrent_sends_to_many_peers_all_succeed(backend: Backend) -> None:

@@ -312,3 +312,54 @@ def test_the_client_and_the_subscriber_on_uvloop(redis_server: str) -> None:
         await dead.close()
 
     uvloop.run(scenario())
+
+
+async def test_an_unawaited_script_goes_out_only_once_loaded_and_reports_failures(
+    client: RespClient,
+) -> None:
+    """``evalsha_now``: written at once, its reply unawaited; an error goes to ``failed``."""
+    setter = Script.of("redis.call('RPUSH', KEYS[1], ARGV[1]) return 1")
+    failures: list[Exception] = []
+    await client.call(b"DEL", "k")
+    await client.call(b"SCRIPT", b"FLUSH")
+    assert not client.evalsha_now(setter, ["k"], ["early"], failures.append)  # not loaded yet
+    await client.evalsha(setter, ["k"], [0])
+    for n in range(1, 4):
+        assert client.evalsha_now(setter, ["k"], [n], failures.append)
+    assert await client.call(b"LRANGE", "k", 0, -1) == [b"0", b"1", b"2", b"3"]  # in order
+    assert failures == []
+
+    failing = Script.of("if ARGV[1] == 'fail' then return redis.call('NOSUCH') end return 1")
+    assert await client.evalsha(failing, [], ["ok"]) == 1
+    assert client.evalsha_now(failing, [], ["fail"], failures.append)
+    await client.call(b"PING")
+    assert len(failures) == 1 and isinstance(failures[0], RespError)
+
+    await client.call(b"SCRIPT", b"FLUSH")  # the server forgets: the next one is refused...
+    assert client.evalsha_now(setter, ["k"], [4], failures.append)
+    await client.call(b"PING")
+    assert isinstance(failures[1], BusUnavailable)
+    assert not client.evalsha_now(setter, ["k"], [5], failures.append)  # ...and not tried again
+    await client.evalsha(setter, ["k"], [5])  # until an awaited call has loaded it
+    assert client.evalsha_now(setter, ["k"], [6], failures.append)
+    assert await client.call(b"LRANGE", "k", 0, -1) == [b"0", b"1", b"2", b"3", b"5", b"6"]
+    assert len(failures) == 2
+
+
+async def test_unawaited_scripts_in_flight_fail_when_the_connection_goes(
+    client: RespClient, redis_url: str
+) -> None:
+    script = Script.of("return 1")
+    await client.evalsha(script, [], [])
+    failures: list[Exception] = []
+    admin = RespClient(redis_url)
+    try:
+        blocker = client.call(b"BLPOP", "never-filled", 0)  # holds the replies behind it
+        assert all(client.evalsha_now(script, [], [], failures.append) for _ in range(3))
+        await asyncio.sleep(0.05)
+        await admin.call(b"CLIENT", b"KILL", b"TYPE", b"normal", b"SKIPME", b"yes")
+        with pytest.raises(BusUnavailable):
+            await blocker
+        assert len(failures) == 3 and all(isinstance(f, BusUnavailable) for f in failures)
+    finally:
+        await admin.close()

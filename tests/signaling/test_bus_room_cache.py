@@ -173,3 +173,22 @@ async def test_without_client_commands_every_check_reads_redis(nodes: Nodes) -> 
         assert limited._rooms._tracked is None  # never set up: CLIENT ID was refused
     finally:
         await admin.call(b"ACL", b"DELUSER", b"limited")
+
+
+async def test_the_fast_lane_check_answers_only_from_a_tracked_cache(nodes: Nodes) -> None:
+    """``get_pair_now`` (the read callback's relay check) is None unless the cache holds the
+    pair and its tracking stands: then the awaited ``get_pair`` reads Redis."""
+    a = await nodes.start("node-a")
+    b = await nodes.start("node-b")
+    await b.put_peer(record("p1"))
+    await b.put_peer(record("p2"))
+    assert a.get_pair_now("s1", "p1", "p2") is None  # never read here
+    await a.get_pair("s1", "p1", "p2")
+    assert a.get_pair_now("s1", "p1", "p2") == (record("p1"), record("p2"))
+    assert a.get_pair_now("s1", "p1", "p3") is None  # another pair
+    await b.put_peer(record("p1", "waiting"))  # another node changes the room
+    await eventually(lambda: a.get_pair_now("s1", "p1", "p2") is None)
+    assert (await a.get_pair("s1", "p1", "p2"))[0] == record("p1", "waiting")
+    assert a.get_pair_now("s1", "p1", "p2") == (record("p1", "waiting"), record("p2"))
+    await nodes.admin.call(b"CLIENT", b"KILL", b"TYPE", b"pubsub")  # invalidations may be lost
+    await eventually(lambda: a.get_pair_now("s1", "p1", "p2") is None)

@@ -123,6 +123,38 @@ async def test_call_across_nodes_survives_a_killed_node(two_nodes: Any) -> None:
         assert not [m for m in rest if m["type"] == "chat" and m["text"] != "I am back"]
 
 
+async def test_messages_across_nodes_keep_their_order_whichever_lane_takes_them(
+    two_nodes: Any,
+) -> None:
+    """Candidates go out in the read callback (checked from the node's cache, the send script
+    written at once), chat through the handler task: across nodes they still arrive in order."""
+    a, b = two_nodes
+    async with aiohttp.ClientSession() as http:
+        host, guest = await Call(a, b).start(http)
+        sent = []
+        for n in range(60):
+            if n % 4 == 0:
+                await guest.send(type="chat", text=f"m{n}")
+            else:
+                line = f"candidate:{n} 1 udp 2122260223 127.0.0.1 {50000 + n} typ host"
+                await guest.send(
+                    type="candidate", to=host.peer_id, candidate={"candidate": line, "sdpMid": "0"}
+                )
+            sent.append(f"m{n}")
+        got = []
+        while len(got) < len(sent):
+            msg = await asyncio.wait_for(host.inbox.get(), 10)
+            assert msg["type"] != "error", msg
+            if msg["type"] == "chat":
+                got.append(msg["text"])
+            elif msg["type"] == "candidate":
+                assert msg["from"] == guest.peer_id
+                got.append("m" + msg["candidate"]["candidate"].split(":")[1].split(" ")[0])
+        assert got == sent
+        await host.close()
+        await guest.close()
+
+
 async def test_a_tv_coming_online_on_another_node_is_rung(two_nodes: Any) -> None:
     a, b = two_nodes
     grandson = _token(a, "grandson@demo.citycall.test")
