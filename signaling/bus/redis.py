@@ -4,7 +4,7 @@ Keys start with the prefix (``cc:sig``) and carry a Redis Cluster hash tag, so e
 (``signaling/bus/scripts.py``) touches keys of one slot::
 
     cc:sig:{p:<peer>}:seq       string  last seq handed out to the peer (INCR)
-    cc:sig:{p:<peer>}:buf       list    the last REPLAY_LIMIT frames, already stamped with seq
+    cc:sig:{p:<peer>}:buf       list    the last REPLAY_LIMIT (+ up to TRIM_SLACK) stamped frames
     cc:sig:{p:<peer>}:node      string  id of the node that claimed the peer
     cc:sig:{room:<session>}     hash    peer id -> PeerRecord JSON
     cc:sig:{room:<session>}:lock string random token of the room lock holder (PX lease)
@@ -19,16 +19,22 @@ node, so a burst of relays shares round trips and no caller waits for a pooled c
 Redis client-side caching, invalidated on the subscription connection), so a relay is one
 round trip: the send script.
 
-The three peer keys expire ``peer_ttl`` (1 hour) after the last send; the reader of the
-claiming node refreshes them while the claim lasts, so the keys of peers that left without a
+The three peer keys expire ``peer_ttl`` (1 hour) after the last send to an unclaimed peer, or
+after the claiming node's last refresh (its reader refreshes them while the claim lasts, and a
+send to a claimed peer sets the expiry only of keys it creates), so the keys of peers that left
+without a
 ``forget``, and the claims of a node that died, vanish by themselves. A live call
 (``add_live_call``) scores its expiry (``live_call_ttl``, server time) in the user's set, and the
 set expires with its newest entry, so calls whose room was never seen empty go too.
 
 ``send`` is one script (one round trip, ``EVALSHA``): INCR seq, splice ``"seq":N,`` after the
-frame's ``{`` (the bytes ``protocol.stamp_seq`` makes), RPUSH and LTRIM the buffer, and if a
-node claims the peer, PUBLISH ``<peer>\\n<seq>\\n<frame>`` on that node's channel. One script per
-send and one subscription per node keep each peer's frames in seq order from end to end.
+frame's ``{`` (the bytes ``protocol.stamp_seq`` makes), RPUSH to the buffer (an LTRIM back to
+REPLAY_LIMIT once it holds TRIM_SLACK more; ``replay`` reads only the last REPLAY_LIMIT), and if
+a node claims the peer, PUBLISH ``<peer>\\n<seq>\\n<frame>`` on that node's channel. One script
+per send and one subscription per node keep each peer's frames in seq order from end to end.
+``send_now`` (``FastBus``, the fast lane) writes the same script at once and leaves its reply
+to a callback that reports only failures; it declines until ``send`` has loaded the script on
+the current connection, so a NOSCRIPT retry cannot reorder frames.
 
 Each node reads its channel on a connection of its own (``Subscriber``): the protocol callback
 calls ``deliver`` for the peers it claimed, synchronously, remembering the last seq delivered
@@ -270,7 +276,7 @@ class RedisBus:
 
     async def replay(self, peer_id: str, after_seq: int) -> list[bytes] | None:
         seq_key, buf_key, _ = self._peer_keys(peer_id)
-        seq, frames = await self._r.evalsha(scripts.REPLAY, (seq_key, buf_key), ())
+        seq, frames = await self._r.evalsha(scripts.REPLAY, (seq_key, buf_key), (REPLAY_LIMIT,))
         kept = [(seq_of(f), f) for f in frames]
         return kept_after(int(seq), kept, after_seq)
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from signaling.bus.resp import Script
 
+TRIM_SLACK = 32  # frames the replay buffer may hold past its limit before it is trimmed
+
 __all__ = [
     "ADD_UNTIL",
     "CLAIM",
@@ -17,22 +19,33 @@ __all__ = [
     "RESYNC",
     "SEND",
     "TOUCH",
+    "TRIM_SLACK",
 ]
 
 # KEYS seq, buf, node; ARGV frame, replay limit, ttl (ms), channel prefix, peer id.
-SEND = Script.of("""
+# The buffer is trimmed back to the limit once it holds TRIM_SLACK more (REPLAY reads only the
+# limit), and the keys' expiry is set here only when they are new or no node claims the peer:
+# a claimed peer's keys are refreshed by its node (TOUCH). Four calls per send, not seven.
+SEND = Script.of(
+    """
 local seq = redis.call('INCR', KEYS[1])
 local stamped = '{"seq":' .. seq .. ',' .. string.sub(ARGV[1], 2)
-redis.call('RPUSH', KEYS[2], stamped)
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+local kept = redis.call('RPUSH', KEYS[2], stamped)
+local limit = tonumber(ARGV[2])
+if kept > limit + TRIM_SLACK then
+  redis.call('LTRIM', KEYS[2], -limit, -1)
+end
 local node = redis.call('GET', KEYS[3])
+if seq == 1 or kept == 1 or not node then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
 if node then
   redis.call('PUBLISH', ARGV[4] .. node, ARGV[5] .. '\\n' .. seq .. '\\n' .. stamped)
 end
 return seq
-""")
+""".replace("TRIM_SLACK", str(TRIM_SLACK))
+)
 
 # KEYS seq, buf, node; ARGV node id, ttl (ms). Returns the seq at the time of the claim.
 CLAIM = Script.of("""
@@ -71,9 +84,11 @@ end
 return {state, tonumber(redis.call('GET', KEYS[1]) or '0'), redis.call('LRANGE', KEYS[2], 0, -1)}
 """)
 
-# KEYS seq, buf. {seq, frames}, read together (a script runs atomically).
+# KEYS seq, buf; ARGV replay limit. {seq, the last frames}, read together (a script runs
+# atomically).
 REPLAY = Script.of("""
-return {tonumber(redis.call('GET', KEYS[1]) or '0'), redis.call('LRANGE', KEYS[2], 0, -1)}
+local limit = tonumber(ARGV[1])
+return {tonumber(redis.call('GET', KEYS[1]) or '0'), redis.call('LRANGE', KEYS[2], -limit, -1)}
 """)
 
 # KEYS nodes; ARGV node id, ttl (s). Scores are server time, so node clocks need not agree.

@@ -28,6 +28,7 @@ from signaling.bus.base import REPLAY_LIMIT, Bus, BusUnavailable, FastBus, PeerR
 from signaling.bus.memory import MemoryBus
 from signaling.bus.redis import RedisBus, RoomLockTimeout
 from signaling.bus.resp import RespClient
+from signaling.bus.scripts import TRIM_SLACK
 from tests.support.servers import free_port
 
 ONE_NODE = "MemoryBus is a single node by definition: this case needs two nodes (Redis only)"
@@ -530,6 +531,42 @@ async def test_live_calls_of_redis_are_hash_tagged_and_cannot_leak(backend: Back
         assert 55_000 < await admin.pttl(keys[0]) <= 60_000
         await bus.remove_live_call("usr_1", "ses_a")
         assert await admin.keys("cc:sig:*live*") == []
+    finally:
+        await admin.aclose()
+
+
+@pytest.mark.parametrize("redis_or_none", ["redis"], indirect=True)
+async def test_redis_peer_keys_stay_bounded_and_always_expire(backend: Backend) -> None:
+    """The buffer is trimmed in steps (at most TRIM_SLACK past the limit) and every peer key,
+    claimed or not, new or old, has an expiry: nothing stays in Redis for ever."""
+    url = backend.needs_redis()
+    bus, inbox = await started(backend, peer_ttl=60)
+    await bus.claim("claimed")
+    admin = aredis.Redis.from_url(url)
+    try:
+        for peer in ("claimed", "unclaimed"):
+            expected = 0
+            for n in range(1, REPLAY_LIMIT * 2 + 1):
+                await bus.send(peer, chat(n))
+                expected += 1
+                if expected > REPLAY_LIMIT + TRIM_SLACK:
+                    expected = REPLAY_LIMIT
+                if n in (
+                    1,
+                    REPLAY_LIMIT + TRIM_SLACK,
+                    REPLAY_LIMIT + TRIM_SLACK + 1,
+                    REPLAY_LIMIT * 2,
+                ):
+                    assert await admin.llen(f"cc:sig:{{p:{peer}}}:buf") == expected
+            for key in (f"cc:sig:{{p:{peer}}}:seq", f"cc:sig:{{p:{peer}}}:buf"):
+                assert 50_000 < await admin.pttl(key) <= 60_000, key
+        replayed = await bus.replay("claimed", 0)
+        assert replayed is None  # frames 1..256 are gone from what replay may return
+        tail = await bus.replay("claimed", REPLAY_LIMIT)
+        assert tail is not None and [seq_in(f) for f in tail] == list(
+            range(REPLAY_LIMIT + 1, REPLAY_LIMIT * 2 + 1)
+        )
+        await inbox.wait(REPLAY_LIMIT * 2, "claimed")
     finally:
         await admin.aclose()
 
