@@ -108,9 +108,10 @@ class Batch:
         rather than one each."""
         if not self.open:
             self.open = True
-            loop.call_soon(self._end_turn)
+            loop.call_soon(self.end)
 
-    def _end_turn(self) -> None:
+    def end(self) -> None:
+        """Close the batch and write what it holds (a reader done with its read)."""
         self.open = False
         self.flush()
 

@@ -48,7 +48,7 @@ class SignalingNode:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        await self.bus.start(self._deliver)
+        await self.bus.start(self._deliver, self.batch.end)
         await self.bus.heartbeat(HEARTBEAT_TTL)
         self._loops.append(asyncio.create_task(self._liveness(), name="signaling-liveness"))
 

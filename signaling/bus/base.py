@@ -19,6 +19,8 @@ from typing import Protocol, runtime_checkable
 # deliver(peer_id, seq, frame): called on the claiming node for each frame, in seq order. It is
 # synchronous (it only hands the frame to the socket's queue), so deliveries never interleave.
 Deliver = Callable[[str, int, bytes], None]
+# delivered(): the frames of one read of the bus were delivered (see Bus.start).
+Delivered = Callable[[], None]
 # failed(exc): a send that went out without being awaited (FastBus.send_now) failed later.
 Failed = Callable[[Exception], None]
 
@@ -56,8 +58,10 @@ class Bus(Protocol):
     @property
     def node_id(self) -> str: ...
 
-    async def start(self, deliver: Deliver) -> None:
-        """Begin receiving frames for peers claimed by this node."""
+    async def start(self, deliver: Deliver, delivered: Delivered | None = None) -> None:
+        """Begin receiving frames for peers claimed by this node. A bus that receives frames in
+        reads of its own calls ``delivered`` after each read's deliveries (the node writes
+        them out then, in one write per socket)."""
 
     async def close(self) -> None: ...
     async def ping(self) -> None: ...

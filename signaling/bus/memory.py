@@ -23,7 +23,14 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from signaling.bus.base import LIVE_CALL_TTL, REPLAY_LIMIT, Deliver, Failed, PeerRecord
+from signaling.bus.base import (
+    LIVE_CALL_TTL,
+    REPLAY_LIMIT,
+    Deliver,
+    Delivered,
+    Failed,
+    PeerRecord,
+)
 
 if TYPE_CHECKING:
     from signaling.bus.base import Bus, FastBus
@@ -95,8 +102,8 @@ class MemoryBus:
     def node_id(self) -> str:
         return self._node_id
 
-    async def start(self, deliver: Deliver) -> None:
-        self._deliver = deliver
+    async def start(self, deliver: Deliver, delivered: Delivered | None = None) -> None:
+        self._deliver = deliver  # called in the sender's turn: no reads of its own to end
 
     async def close(self) -> None:
         self._deliver = None

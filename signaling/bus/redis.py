@@ -80,6 +80,7 @@ from signaling.bus.base import (
     REPLAY_LIMIT,
     BusUnavailable,
     Deliver,
+    Delivered,
     Failed,
     PeerRecord,
 )
@@ -165,6 +166,7 @@ class RedisBus:
         # Claimed peers -> last seq delivered here (None: the claim is still being written).
         self._claims: dict[str, int | None] = {}
         self._deliver: Deliver | None = None
+        self._delivered: Delivered | None = None
         self._reader: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._rooms = RoomCache(client)
@@ -208,11 +210,12 @@ class RedisBus:
     def _key(self, kind: str, ident: str) -> str:
         return f"{self._prefix}:{{{kind}:{ident}}}"
 
-    async def start(self, deliver: Deliver) -> None:
+    async def start(self, deliver: Deliver, delivered: Delivered | None = None) -> None:
         """Subscribe to this node's channel; returns once subscribed (or ``BusUnavailable``)."""
         if self._reader is not None:
             raise RuntimeError("the bus is already started")
         self._deliver = deliver
+        self._delivered = delivered
         self._reader = asyncio.create_task(self._read(), name=f"bus-reader-{self._node_id}")
         try:
             await asyncio.wait_for(self._ready.wait(), START_TIMEOUT)
@@ -291,7 +294,13 @@ class RedisBus:
         delay = RECONNECT_MIN
         subscribed_before = False
         while True:
-            sub = Subscriber(self._r, self._channel, self._on_message, self._rooms.invalidate)
+            sub = Subscriber(
+                self._r,
+                self._channel,
+                self._on_message,
+                self._rooms.invalidate,
+                after_messages=self._delivered,
+            )
             try:
                 await sub.subscribe()
                 self._rooms.attach(sub)

@@ -149,6 +149,7 @@ class Connection(asyncio.Protocol):
         self._tick: asyncio.TimerHandle | None = None
         self._seen, self._stalled = 0, 0.0
         self.on_push = on_push
+        self.after_pushes: Callable[[], None] | None = None  # once a read's pushes are handled
         self.replies = 0  # replies and pushes received so far
         self.loaded: set[bytes] = set()  # SHAs of scripts this connection's server has run
         self.closed: asyncio.Future[None] = self._loop.create_future()
@@ -163,6 +164,7 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         parser, pending = self._parser, self._pending
         parser.feed(data)
+        pushed = False
         while True:
             try:
                 reply = parser.gets()
@@ -171,6 +173,11 @@ class Connection(asyncio.Protocol):
                 self.abort()
                 return
             if reply is False:
+                if pushed and self.after_pushes is not None:
+                    try:
+                        self.after_pushes()
+                    except Exception:
+                        log.exception("redis connection: after-push handler failed")
                 return
             self.replies += 1
             if pending:
@@ -182,6 +189,7 @@ class Connection(asyncio.Protocol):
                 else:
                     future.set_result(reply)
             elif self.on_push is not None:
+                pushed = True
                 try:
                     self.on_push(reply)
                 except Exception:

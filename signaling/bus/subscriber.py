@@ -2,7 +2,8 @@
 
 The connection's protocol callback parses the pushes (``hiredis``) and calls ``on_message``
 for each message synchronously, in the order Redis published them: no task, no queue, no
-timeout per message. While the owner resyncs (``hold``, and from the subscription on until
+timeout per message; ``after_messages`` once the messages of one read are handed on. While
+the owner resyncs (``hold``, and from the subscription on until
 its first resync is done), messages are kept and handed on when the hold ends, after what the
 resync delivered. The owner's chores (pinging an idle
 subscription, the claim refresh) run in ``watch``, in the owner's task, between pushes.
@@ -34,11 +35,15 @@ class Subscriber:
         channel: str,
         on_message: Callable[[bytes], None],
         on_invalidate: Callable[[list[bytes] | None], None] | None = None,
+        *,
+        after_messages: Callable[[], None] | None = None,
     ) -> None:
         self._client = client
         self._channel = channel.encode()
         self._on_message = on_message
         self._on_invalidate = on_invalidate
+        self._after_messages = after_messages
+        self._handed = False  # a message was handed on in this read
         self._conn: Connection | None = None
         self._confirmed: asyncio.Future[None] | None = None
         self._waiting_for: set[bytes] = set()
@@ -57,6 +62,8 @@ class Subscriber:
         self._confirmed = asyncio.get_running_loop().create_future()
         self._held = []
         self._conn = await self._client.open(self._on_push)
+        if self._after_messages is not None:
+            self._conn.after_pushes = self._after_read
         channels = [self._channel]
         if self._on_invalidate is not None:
             try:
@@ -84,6 +91,7 @@ class Subscriber:
                     if self._on_invalidate is not None:
                         self._on_invalidate(push[2])
                 elif self._held is None:
+                    self._handed = True
                     self._on_message(push[2])
                 else:
                     self._held.append(push[2])
@@ -94,6 +102,11 @@ class Subscriber:
                     self._confirmed.set_result(None)
                 return
         # pongs (["pong", ""]) and anything else only prove the connection alive
+
+    def _after_read(self) -> None:
+        if self._handed and self._after_messages is not None:
+            self._handed = False
+            self._after_messages()
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:

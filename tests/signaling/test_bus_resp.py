@@ -5,6 +5,7 @@ the main cases on uvloop too: the broker runs on it, and its transports are not
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 import signal
@@ -249,6 +250,26 @@ async def _subscribed(client: RespClient) -> None:
             assert got[-1] == b"m299"
             got.append(b"resynced")
         assert got[-2:] == [b"resynced", b"held"]
+    finally:
+        sub.close()
+
+
+async def test_a_subscriber_says_when_a_reads_messages_are_handed_on(client: RespClient) -> None:
+    """``after_messages`` follows each read's messages (the node flushes its sockets then):
+    never before a message, at most once per message, and last."""
+    events: list[bytes | None] = []
+    sub = Subscriber(client, "chan", events.append, after_messages=lambda: events.append(None))
+    try:
+        await sub.subscribe()
+        with sub.hold():
+            pass
+        await asyncio.gather(*(client.call(b"PUBLISH", "chan", f"m{n}") for n in range(300)))
+        await _until(lambda: len([e for e in events if e is not None]) == 300)
+        await _until(lambda: events[-1] is None)
+        assert [e for e in events if e is not None] == [f"m{n}".encode() for n in range(300)]
+        assert events[0] is not None
+        assert all(not (a is None and b is None) for a, b in itertools.pairwise(events))
+        assert 1 <= events.count(None) <= 300
     finally:
         sub.close()
 
