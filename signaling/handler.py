@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -308,7 +307,7 @@ class SignalingHandler:
                 self._refused(conn)
                 return True
             try:
-                if not relay_now(sid, peer_id, msg, functools.partial(failed, msg.id)):
+                if not relay_now(sid, peer_id, msg, failed):
                     conn.bucket.refund()  # the handler task relays it, and counts it again
                     return False
             except protocol.ProtocolError as exc:

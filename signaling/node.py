@@ -62,8 +62,9 @@ class SignalingNode:
         conn = entry.conn
         if seq > conn.last_seq:  # else already sent (replay and live delivery overlap)
             conn.last_seq = seq
-            if self._loop is not None:
-                self.batch.hold_for_turn(self._loop)  # the bus delivers several per read
+            batch = self.batch
+            if not batch.open and self._loop is not None:
+                batch.hold_for_turn(self._loop)  # the bus delivers several per read
             conn.push(frame)
 
     def _push(self, entry: Local, seq: int, frame: bytes) -> None:

@@ -293,14 +293,14 @@ class Rooms:
     ) -> bool:
         """``relay`` without suspending, on a ``FastBus`` (``can_relay_now``): False when the
         bus cannot tell or send now (then ``relay``); a send that fails later goes to
-        ``failed``."""
+        ``failed(msg.id, exc)``."""
         bus = self._fast
         assert bus is not None
         pair = bus.get_pair_now(session_id, sender, msg.to)
         if pair is None:
             return False
         _check_relay(pair[0], pair[1], sender, msg.id)
-        return bus.send_now(msg.to, protocol.relayed(msg, sender), failed)
+        return bus.send_now(msg.to, protocol.relayed(msg, sender), failed, msg.id)
 
     @property
     def can_relay_now(self) -> bool:

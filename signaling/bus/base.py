@@ -21,8 +21,9 @@ from typing import Protocol, runtime_checkable
 Deliver = Callable[[str, int, bytes], None]
 # delivered(): the frames of one read of the bus were delivered (see Bus.start).
 Delivered = Callable[[], None]
-# failed(exc): a send that went out without being awaited (FastBus.send_now) failed later.
-Failed = Callable[[Exception], None]
+# failed(ref, exc): a send that went out without being awaited (FastBus.send_now) failed later;
+# ref is what the sender gave with it (its message's id), handed back as it is.
+Failed = Callable[[str | None, Exception], None]
 
 REPLAY_LIMIT = 256  # frames kept per peer for resume
 # Seconds a live call is remembered after it was last added: longer than any call lasts (8 hours)
@@ -133,6 +134,28 @@ class FastBus(Protocol):
     ) -> tuple[PeerRecord | None, PeerRecord | None] | None:
         """``get_pair`` if it can be answered now, else None."""
 
-    def send_now(self, peer_id: str, frame: bytes, failed: Failed) -> bool:
-        """``send``, if it can go now (else False); a failure found later goes to ``failed``
-        (``BusUnavailable`` when the frame may not have been stored)."""
+    def send_now(self, peer_id: str, frame: bytes, failed: Failed, ref: str | None) -> bool:
+        """``send``, if it can go now (else False); a failure found later goes to
+        ``failed(ref, exc)`` (``BusUnavailable`` when the frame may not have been stored)."""
+
+
+# Rules both backends share.
+
+
+def check_frame(frame: bytes) -> None:
+    """``frame`` must be a compact, non-empty JSON object (``seq`` is spliced in after ``{``)."""
+    if not frame.startswith(b'{"'):
+        raise ValueError('a frame must be a compact, non-empty JSON object (starting with {")')
+
+
+def kept_after(seq: int, kept: list[tuple[int, bytes]], after_seq: int) -> list[bytes] | None:
+    """The replay answer: frames after ``after_seq``, or None when some of them are gone.
+
+    ``seq`` is the last seq handed out and ``kept`` the (seq, frame) pairs still buffered.
+    A client that asks for more than was ever handed out saw a counter that was reset since.
+    """
+    if after_seq > seq:
+        return None
+    if after_seq < seq and (not kept or kept[0][0] > after_seq + 1):
+        return None
+    return [frame for n, frame in kept if n > after_seq]

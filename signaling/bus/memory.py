@@ -30,6 +30,8 @@ from signaling.bus.base import (
     Delivered,
     Failed,
     PeerRecord,
+    check_frame,
+    kept_after,
 )
 
 if TYPE_CHECKING:
@@ -41,25 +43,6 @@ log = logging.getLogger(__name__)
 
 PEER_TTL = 3600.0  # seconds an unclaimed peer is kept after its last send
 _NO_ROOM: dict[str, PeerRecord] = {}
-
-
-def check_frame(frame: bytes) -> None:
-    """``frame`` must be a compact, non-empty JSON object (``seq`` is spliced in after ``{``)."""
-    if not frame.startswith(b'{"'):
-        raise ValueError('a frame must be a compact, non-empty JSON object (starting with {")')
-
-
-def kept_after(seq: int, kept: list[tuple[int, bytes]], after_seq: int) -> list[bytes] | None:
-    """The replay answer: frames after ``after_seq``, or None when some of them are gone.
-
-    ``seq`` is the last seq handed out and ``kept`` the (seq, frame) pairs still buffered.
-    A client that asks for more than was ever handed out saw a counter that was reset since.
-    """
-    if after_seq > seq:
-        return None
-    if after_seq < seq and (not kept or kept[0][0] > after_seq + 1):
-        return None
-    return [frame for n, frame in kept if n > after_seq]
 
 
 @dataclass(slots=True)
@@ -127,7 +110,7 @@ class MemoryBus:
     async def send(self, peer_id: str, frame: bytes) -> int:
         return self._send(peer_id, frame)
 
-    def send_now(self, peer_id: str, frame: bytes, failed: Failed) -> bool:
+    def send_now(self, peer_id: str, frame: bytes, failed: Failed, ref: str | None) -> bool:
         """``send`` without suspending (``FastBus``); it never fails later."""
         self._send(peer_id, frame)
         return True

@@ -22,10 +22,9 @@ round trip: the send script.
 The three peer keys expire ``peer_ttl`` (1 hour) after the last send to an unclaimed peer, or
 after the claiming node's last refresh (its reader refreshes them while the claim lasts, and a
 send to a claimed peer sets the expiry only of keys it creates), so the keys of peers that left
-without a
-``forget``, and the claims of a node that died, vanish by themselves. A live call
-(``add_live_call``) scores its expiry (``live_call_ttl``, server time) in the user's set, and the
-set expires with its newest entry, so calls whose room was never seen empty go too.
+without a ``forget``, and the claims of a node that died, vanish by themselves. A live call
+(``add_live_call``) scores its expiry (``live_call_ttl``, server time) in the user's set, and
+the set expires with its newest entry, so calls whose room was never seen empty go too.
 
 ``send`` is one script (one round trip, ``EVALSHA``): INCR seq, splice ``"seq":N,`` after the
 frame's ``{`` (the bytes ``protocol.stamp_seq`` makes), RPUSH to the buffer (an LTRIM back to
@@ -36,41 +35,27 @@ per send and one subscription per node keep each peer's frames in seq order from
 to a callback that reports only failures; it declines until ``send`` has loaded the script on
 the current connection, so a NOSCRIPT retry cannot reorder frames.
 
-Each node reads its channel on a connection of its own (``Subscriber``): the protocol callback
-calls ``deliver`` for the peers it claimed, synchronously, remembering the last seq delivered
-per peer. When the subscription is (re)established, and when the periodic claim refresh finds a
-claim gone, the reader *resyncs* each claimed peer with one script: re-assert the claim if it
-is missing, read the counter and the buffer, and deliver the buffered frames after the last one
-delivered; channel messages arriving meanwhile are held and handed on after it. Frames
-published while the reader was disconnected are thus delivered late, never lost; one delivered
-again by the channel after a resync has seq <= last and is dropped.
-
-A resync that finds the claim missing (Redis restarted without persistence, was flushed, or the
-keys expired) or the counter below the last seq delivered (a restart from an older snapshot)
-treats it as a *reset*: the peer's seq started again at 1, every buffered frame is delivered,
-and the receiving side must accept a seq lower than the one it saw last. Run Redis without
-persistence or with AOF; an RDB rollback may make a few seqs repeat.
+Each node delivers its claimed peers' frames from its channel with a ``ChannelReader``
+(``signaling/bus/channel.py``, which also resyncs them after a lost subscription).
 
 ``replay`` reads the counter and the buffer in one script and takes each frame's seq from its
 ``{"seq":N,`` prefix. Room locks are ``SET NX PX`` with a random token, retried for
 ``lock_wait`` seconds (then ``RoomLockTimeout``) and released only by their token.
 
 Connection failures become ``BusUnavailable`` at once (no pool to wait for: a relay that cannot
-reach Redis errors, it does not hang); the reader itself never gives up, it reconnects with
-backoff and logs ids only.
+reach Redis errors, it does not hang).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import random
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -83,10 +68,12 @@ from signaling.bus.base import (
     Delivered,
     Failed,
     PeerRecord,
+    check_frame,
+    kept_after,
 )
-from signaling.bus.resp import RespClient, Script
+from signaling.bus.channel import ChannelReader, seq_of
+from signaling.bus.resp import RespClient
 from signaling.bus.room_cache import RoomCache, decode_record
-from signaling.bus.subscriber import Subscriber
 
 if TYPE_CHECKING:
     from signaling.bus.base import Bus, FastBus
@@ -98,43 +85,11 @@ log = logging.getLogger(__name__)
 PEER_TTL = 3600.0  # seconds the keys of a peer live after its last send (or claim refresh)
 LOCK_WAIT = 5.0  # seconds room_lock waits before RoomLockTimeout
 LOCK_LEASE = 10.0  # seconds a room lock lasts if its holder dies
-START_TIMEOUT = 5.0  # seconds start waits for the first subscription
 CLAIM_REFRESH = 10.0  # seconds between refreshes of this node's claims (at most peer_ttl / 3)
-RECONNECT_MIN, RECONNECT_MAX = 0.05, 2.0
-BATCH = 256  # scripts in flight at once when refreshing or resyncing many peers
 
 
 class RoomLockTimeout(BusUnavailable, TimeoutError):
     """A room lock was not free within the wait (its holder is slow, or died with it)."""
-
-
-# The next two are the same rules as in MemoryBus (backends depend only on the protocol).
-
-
-def check_frame(frame: bytes) -> None:
-    """``frame`` must be a compact, non-empty JSON object (``seq`` is spliced in after ``{``)."""
-    if not frame.startswith(b'{"'):
-        raise ValueError('a frame must be a compact, non-empty JSON object (starting with {")')
-
-
-def kept_after(seq: int, kept: list[tuple[int, bytes]], after_seq: int) -> list[bytes] | None:
-    """The replay answer: frames after ``after_seq``, or None when some of them are gone."""
-    if after_seq > seq:
-        return None  # a seq never handed out: the counter was reset since
-    if after_seq < seq and (not kept or kept[0][0] > after_seq + 1):
-        return None
-    return [frame for n, frame in kept if n > after_seq]
-
-
-def seq_of(frame: bytes) -> int:
-    """The seq of a stamped frame (``{"seq":N,...``)."""
-    return int(frame[7 : frame.index(b",", 7)])
-
-
-def parse_message(data: bytes) -> tuple[str, int, bytes]:
-    """A channel message ``<peer>\\n<seq>\\n<frame>`` -> (peer id, seq, frame)."""
-    peer, seq, frame = data.split(b"\n", 2)
-    return peer.decode(), int(seq), frame
 
 
 class RedisBus:
@@ -163,13 +118,17 @@ class RedisBus:
         self._live_call_ttl_ms = max(1, int(live_call_ttl * 1000))
         self._channel_prefix = f"{prefix}:node:"
         self._channel = self._channel_prefix + self._node_id
-        # Claimed peers -> last seq delivered here (None: the claim is still being written).
-        self._claims: dict[str, int | None] = {}
-        self._deliver: Deliver | None = None
-        self._delivered: Delivered | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._ready = asyncio.Event()
         self._rooms = RoomCache(client)
+        self._reader = ChannelReader(
+            client,
+            self._node_id,
+            self._channel,
+            self._peer_keys,
+            self._rooms,
+            ttl_ms=self._ttl_ms,
+            refresh_every=self._refresh_every,
+        )
+        self._claims = self._reader.claims
 
     @classmethod
     async def connect(
@@ -212,29 +171,10 @@ class RedisBus:
 
     async def start(self, deliver: Deliver, delivered: Delivered | None = None) -> None:
         """Subscribe to this node's channel; returns once subscribed (or ``BusUnavailable``)."""
-        if self._reader is not None:
-            raise RuntimeError("the bus is already started")
-        self._deliver = deliver
-        self._delivered = delivered
-        self._reader = asyncio.create_task(self._read(), name=f"bus-reader-{self._node_id}")
-        try:
-            await asyncio.wait_for(self._ready.wait(), START_TIMEOUT)
-        except TimeoutError:
-            await self._stop_reader()
-            raise BusUnavailable("redis is unreachable: no subscription") from None
-
-    async def _stop_reader(self) -> None:
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
-            await asyncio.wait([reader])
-            if not reader.cancelled() and reader.exception() is not None:
-                log.error("bus %s: reader ended: %r", self._node_id, reader.exception())
-        self._deliver = None
-        self._ready.clear()
+        await self._reader.start(deliver, delivered)
 
     async def close(self) -> None:
-        await self._stop_reader()
+        await self._reader.stop()
         await self._r.close()
 
     async def ping(self) -> None:
@@ -249,14 +189,14 @@ class RedisBus:
         args = (frame, REPLAY_LIMIT, self._ttl_ms, self._channel_prefix, peer_id)
         return int(await self._r.evalsha(scripts.SEND, self._peer_keys(peer_id), args))
 
-    def send_now(self, peer_id: str, frame: bytes, failed: Failed) -> bool:
+    def send_now(self, peer_id: str, frame: bytes, failed: Failed, ref: str | None) -> bool:
         """``send`` written at once, its reply unawaited (``FastBus``): a failure goes to
         ``failed``. False when it cannot go now (no connection, or the script not yet loaded
         on it): then ``send``."""
         if "\n" in peer_id or not frame.startswith(b'{"'):
             return False  # send raises for these
         args = (frame, REPLAY_LIMIT, self._ttl_ms, self._channel_prefix, peer_id)
-        return self._r.evalsha_now(scripts.SEND, self._peer_keys(peer_id), args, failed)
+        return self._r.evalsha_now(scripts.SEND, self._peer_keys(peer_id), args, failed, ref)
 
     async def claim(self, peer_id: str) -> None:
         fresh = peer_id not in self._claims
@@ -286,121 +226,6 @@ class RedisBus:
     async def forget(self, peer_id: str) -> None:
         self._claims.pop(peer_id, None)
         await self._r.call(b"DEL", *self._peer_keys(peer_id))
-
-    # the reader
-
-    async def _read(self) -> None:
-        """Deliver this node's frames, forever: reconnect, resubscribe and resync as needed."""
-        delay = RECONNECT_MIN
-        subscribed_before = False
-        while True:
-            sub = Subscriber(
-                self._r,
-                self._channel,
-                self._on_message,
-                self._rooms.invalidate,
-                after_messages=self._delivered,
-            )
-            try:
-                await sub.subscribe()
-                self._rooms.attach(sub)
-                if subscribed_before:
-                    log.warning("bus %s: resubscribed, resyncing", self._node_id)
-                subscribed_before = True
-                with sub.hold():
-                    await self._resync(list(self._claims))
-                delay = RECONNECT_MIN
-                self._ready.set()
-                await sub.watch(self._refresh_every, functools.partial(self._refresh, sub))
-            except BusUnavailable as exc:
-                log.warning(
-                    "bus %s: subscription lost (%s), reconnecting in %.2fs",
-                    self._node_id,
-                    exc,
-                    delay,
-                )
-            except Exception:
-                log.exception("bus %s: reader failed, restarting it", self._node_id)
-            finally:
-                self._rooms.attach(None)
-                sub.close()
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, RECONNECT_MAX)
-
-    def _on_message(self, data: bytes) -> None:
-        try:
-            peer_id, seq, frame = parse_message(data)
-        except ValueError:
-            log.warning("bus %s: malformed channel message", self._node_id)
-            return
-        claims = self._claims
-        if peer_id not in claims:
-            return  # released here, or moved away: the new node delivers it
-        last = claims[peer_id]
-        if last is not None and seq <= last:
-            return  # already delivered by a resync
-        claims[peer_id] = seq
-        self._call(peer_id, seq, frame)
-
-    def _call(self, peer_id: str, seq: int, frame: bytes) -> None:
-        deliver = self._deliver
-        if deliver is None:
-            return
-        try:
-            deliver(peer_id, seq, frame)
-        except Exception:
-            log.exception("bus %s: deliver failed for peer %s seq %d", self._node_id, peer_id, seq)
-
-    async def _scripts(
-        self, script: Script, peers: list[str], args: tuple[str | int, ...]
-    ) -> Iterable[tuple[str, Any]]:
-        """Run one script per peer, ``BATCH`` at a time (pipelined); (peer, reply) pairs."""
-        replies: list[Any] = []
-        for start in range(0, len(peers), BATCH):
-            replies += await asyncio.gather(
-                *(
-                    self._r.evalsha(script, self._peer_keys(peer_id), args)
-                    for peer_id in peers[start : start + BATCH]
-                )
-            )
-        return zip(peers, replies, strict=True)
-
-    async def _refresh(self, sub: Subscriber) -> None:
-        """Keep this node's claims (and their peers' keys) alive; resync those found gone."""
-        args = (self._node_id, self._ttl_ms)
-        replies = await self._scripts(scripts.TOUCH, list(self._claims), args)
-        lost = [peer_id for peer_id, ok in replies if not ok]
-        if lost:
-            log.warning("bus %s: %d claims gone from redis, resyncing", self._node_id, len(lost))
-            with sub.hold():
-                await self._resync(lost)
-
-    async def _resync(self, peers: list[str]) -> None:
-        """Deliver what the channel may have missed; see the module docstring."""
-        args = (self._node_id, self._ttl_ms)
-        for peer_id, reply in await self._scripts(scripts.RESYNC, peers, args):
-            if peer_id not in self._claims:
-                continue  # released meanwhile
-            if int(reply[0]) == 2:
-                del self._claims[peer_id]
-                log.info("bus %s: peer %s moved to another node", self._node_id, peer_id)
-                continue
-            seq, frames = int(reply[1]), reply[2]
-            last = self._claims[peer_id]
-            if last is None:  # a claim being written: it sets the mark itself
-                self._claims[peer_id] = seq
-                continue
-            if int(reply[0]) == 1 or seq < last:
-                log.warning("bus %s: seq of peer %s was reset", self._node_id, peer_id)
-                last = 0
-            for frame in frames:
-                n = seq_of(frame)
-                if n > last and peer_id in self._claims:
-                    last = n
-                    self._claims[peer_id] = n
-                    self._call(peer_id, n, frame)
-            if peer_id in self._claims:
-                self._claims[peer_id] = last
 
     # rooms
 

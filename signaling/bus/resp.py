@@ -115,10 +115,10 @@ class _Failed:
     """The waiter of a command nobody awaits (``RespClient.evalsha_now``): a reply is dropped,
     an error goes to ``failed``; NOSCRIPT also tells the connection the script is gone."""
 
-    __slots__ = ("_conn", "_failed", "_sha")
+    __slots__ = ("_conn", "_failed", "_ref", "_sha")
 
-    def __init__(self, conn: Connection, sha: bytes, failed: Failed) -> None:
-        self._conn, self._sha, self._failed = conn, sha, failed
+    def __init__(self, conn: Connection, sha: bytes, failed: Failed, ref: str | None) -> None:
+        self._conn, self._sha, self._failed, self._ref = conn, sha, failed, ref
 
     def done(self) -> bool:
         return False
@@ -131,7 +131,8 @@ class _Failed:
             self._conn.loaded.discard(self._sha)  # SCRIPT FLUSH: awaited calls reload it
             exception = BusUnavailable("redis lost its scripts")
         try:
-            self._failed(exception if isinstance(exception, Exception) else BusUnavailable())
+            error = exception if isinstance(exception, Exception) else BusUnavailable()
+            self._failed(self._ref, error)
         except Exception:
             log.exception("redis connection: failure handler failed")
 
@@ -366,18 +367,25 @@ class RespClient:
         return reply
 
     def evalsha_now(
-        self, script: Script, keys: Sequence[Arg], args: Sequence[Arg], failed: Failed
+        self,
+        script: Script,
+        keys: Sequence[Arg],
+        args: Sequence[Arg],
+        failed: Failed,
+        ref: str | None = None,
     ) -> bool:
         """Write ``script``'s ``EVALSHA`` now, its reply unawaited: an error reply (or a lost
-        connection) goes to ``failed``, in the reading callback. False, and nothing written,
-        when there is no open connection or its server has not run the script yet (then
-        ``evalsha`` loads it): an ``EVALSHA`` answered NOSCRIPT and retried as ``EVAL`` after
-        later commands would reorder them. ``BusUnavailable`` when too many replies are owed."""
+        connection) goes to ``failed(ref, exc)``, in the reading callback. False, and nothing
+        written, when there is no open connection or its server has not run the script yet
+        (then ``evalsha`` loads it): an ``EVALSHA`` answered NOSCRIPT and retried as ``EVAL``
+        after later commands would reorder them. ``BusUnavailable`` when too many replies are
+        owed."""
         conn = self._conn
         if conn is None or not conn.is_open or script.sha not in conn.loaded:
             return False
         conn.submit_unawaited(
-            (b"EVALSHA", script.sha, len(keys), *keys, *args), _Failed(conn, script.sha, failed)
+            (b"EVALSHA", script.sha, len(keys), *keys, *args),
+            _Failed(conn, script.sha, failed, ref),
         )
         return True
 

@@ -168,7 +168,7 @@ async def test_sends_written_at_once_keep_their_order_with_awaited_ones(backend:
         if n % 10 == 1:
             await bus.send("p1", chat(n))
         else:
-            assert bus.send_now("p1", chat(n), failures.append)  # loaded by the first send
+            assert bus.send_now("p1", chat(n), lambda ref, exc: failures.append(exc), None)
         sent += 1
     await inbox.wait(sent)
     assert inbox.seqs() == list(range(1, sent + 1))

@@ -341,30 +341,36 @@ async def test_an_unawaited_script_goes_out_only_once_loaded_and_reports_failure
     """``evalsha_now``: written at once, its reply unawaited; an error goes to ``failed``."""
     setter = Script.of("redis.call('RPUSH', KEYS[1], ARGV[1]) return 1")
     failures: list[Exception] = []
+    refs: list[str | None] = []
+
+    def failed(ref: str | None, exc: Exception) -> None:
+        refs.append(ref)
+        failures.append(exc)
+
     await client.call(b"DEL", "k")
     await client.call(b"SCRIPT", b"FLUSH")
-    assert not client.evalsha_now(setter, ["k"], ["early"], failures.append)  # not loaded yet
+    assert not client.evalsha_now(setter, ["k"], ["early"], failed)  # not loaded yet
     await client.evalsha(setter, ["k"], [0])
     for n in range(1, 4):
-        assert client.evalsha_now(setter, ["k"], [n], failures.append)
+        assert client.evalsha_now(setter, ["k"], [n], failed, f"ref{n}")
     assert await client.call(b"LRANGE", "k", 0, -1) == [b"0", b"1", b"2", b"3"]  # in order
     assert failures == []
 
     failing = Script.of("if ARGV[1] == 'fail' then return redis.call('NOSUCH') end return 1")
     assert await client.evalsha(failing, [], ["ok"]) == 1
-    assert client.evalsha_now(failing, [], ["fail"], failures.append)
+    assert client.evalsha_now(failing, [], ["fail"], failed, "bad")
     await client.call(b"PING")
     assert len(failures) == 1 and isinstance(failures[0], RespError)
 
     await client.call(b"SCRIPT", b"FLUSH")  # the server forgets: the next one is refused...
-    assert client.evalsha_now(setter, ["k"], [4], failures.append)
+    assert client.evalsha_now(setter, ["k"], [4], failed, "ref4")
     await client.call(b"PING")
     assert isinstance(failures[1], BusUnavailable)
-    assert not client.evalsha_now(setter, ["k"], [5], failures.append)  # ...and not tried again
+    assert not client.evalsha_now(setter, ["k"], [5], failed)  # ...and not tried again
     await client.evalsha(setter, ["k"], [5])  # until an awaited call has loaded it
-    assert client.evalsha_now(setter, ["k"], [6], failures.append)
+    assert client.evalsha_now(setter, ["k"], [6], failed, "ref6")
     assert await client.call(b"LRANGE", "k", 0, -1) == [b"0", b"1", b"2", b"3", b"5", b"6"]
-    assert len(failures) == 2
+    assert len(failures) == 2 and refs == ["bad", "ref4"]  # each failure with its sender's ref
 
 
 async def test_unawaited_scripts_in_flight_fail_when_the_connection_goes(
@@ -376,7 +382,10 @@ async def test_unawaited_scripts_in_flight_fail_when_the_connection_goes(
     admin = RespClient(redis_url)
     try:
         blocker = client.call(b"BLPOP", "never-filled", 0)  # holds the replies behind it
-        assert all(client.evalsha_now(script, [], [], failures.append) for _ in range(3))
+        assert all(
+            client.evalsha_now(script, [], [], lambda ref, exc: failures.append(exc))
+            for _ in range(3)
+        )
         await asyncio.sleep(0.05)
         await admin.call(b"CLIENT", b"KILL", b"TYPE", b"normal", b"SKIPME", b"yes")
         with pytest.raises(BusUnavailable):
