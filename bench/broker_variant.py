@@ -16,6 +16,8 @@ before anyone makes them (the patches live here only; the broker's code is not t
   c82b7ea did, so they only matter for older commits;
 * ``no-ring-pending``: ``Rooms.ring_pending`` does nothing (no store query on an idle ``hello``;
   TVs coming online during a call are not rung), to price that query;
+* ``no-gc``: ``gc.disable()``: no cyclic garbage collection at all (a bound on what
+  collection passes cost the relay; not something to run for long);
 * ``switch-1ms``: ``sys.setswitchinterval(0.001)``: the SQLite thread gets the GIL back after
   at most 1 ms instead of 5 ms while the event loop is busy (join latency).
 
@@ -38,6 +40,7 @@ PATCHES = (
     "recv-bytes",
     "switch-1ms",
     "no-ring-pending",
+    "no-gc",
 )
 
 # Same rules as protocol.check_sdp (lines end in \n or \r\n, blank lines allowed): a line
@@ -118,6 +121,10 @@ def main() -> None:
             return None
 
         rooms.Rooms.ring_pending = ring_pending  # type: ignore[method-assign]
+    if "no-gc" in chosen:
+        import gc
+
+        gc.disable()
     if "switch-1ms" in chosen:
         sys.setswitchinterval(0.001)
     if "uvloop" in chosen:

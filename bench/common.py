@@ -85,6 +85,26 @@ def cpu_times(pid: int) -> tuple[float, float]:
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # utime, stime (fields 14, 15)
 
 
+def on_cpu_ns(pid: int) -> int | None:
+    """Time the process's live threads spent on a CPU, in ns, from
+    ``/proc/<pid>/task/*/schedstat`` (exact; ``/proc/<pid>/stat`` counts 10 ms ticks, which is
+    3-10% of a benchmark phase). None where the kernel keeps no schedstat."""
+    total = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except FileNotFoundError:
+            continue  # the thread ended meanwhile
+        except (OSError, ValueError, IndexError):
+            return None
+    return total
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of the whole process (all its threads), from /proc/<pid>/stat."""
     return sum(cpu_times(pid))
@@ -136,21 +156,29 @@ class Busy:
         self.machine0 = machine_busy_seconds()
         self.steal0 = steal_seconds()
         self.cpu0 = [cpu_times(s.pid) for s in self.servers]
+        self.ns0 = [on_cpu_ns(s.pid) for s in self.servers]
 
     def done(self) -> dict[str, Any]:
         wall = time.perf_counter() - self.t0
         cpu, user = {}, {}
-        for server, t0 in zip(self.servers, self.cpu0, strict=True):
+        for server, t0, ns0 in zip(self.servers, self.cpu0, self.ns0, strict=True):
             t = cpu_times(server.pid)
-            cpu[server.name] = sum(t) - sum(t0)
+            ticks = sum(t) - sum(t0)
+            ns = on_cpu_ns(server.pid)
+            exact = None if ns is None or ns0 is None else (ns - ns0) / 1e9
+            # exact unless a thread ended during the phase (its time is then only in the ticks)
+            usable = exact is not None and ticks - exact < 2 / CLK_TCK + 0.05 * exact
+            cpu[server.name] = exact if usable and exact is not None else ticks
             user[server.name] = t[0] - t0[0]
         mine = time.process_time() - self.me0
         machine = machine_busy_seconds() - self.machine0
         return {
             "wall_s": round(wall, 3),
-            "cpu_s": {k: round(v, 3) for k, v in cpu.items()},
+            "cpu_s": {k: round(v, 4) for k, v in cpu.items()},
             # the share of it spent in user space (the rest is the kernel: syscalls, wake-ups)
-            "user_share": {k: round(user[k] / v, 2) if v else None for k, v in cpu.items()},
+            "user_share": {
+                k: round(min(1.0, user[k] / v), 2) if v else None for k, v in cpu.items()
+            },
             "client_cpu_s": round(mine, 3),
             "other_cpus": round(max(0.0, machine - mine - sum(cpu.values())) / wall, 2),
             "steal_ms": round((steal_seconds() - self.steal0) * 1000),

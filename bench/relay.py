@@ -11,11 +11,12 @@ candidate), ``--pairs`` pairs of sockets on each server send to each other, both
   burst allowance of 200): throughput, and CPU per message when the server is saturated.
 
 The servers take turns, ``--rounds`` times (the machine is shared, so each figure is the
-median of the rounds). Server CPU is the server process's own user + system time from
-``/proc/<pid>/stat`` (all its threads) over the phase, divided by the messages delivered. The
-broker is ``python -m broker serve`` with every default: validation, rate limits, seq + replay
-buffer, bounded send queues, INFO logging. Each phase also records the share of the server's
-CPU spent in user space (the rest is the kernel: syscalls, wake-ups, loopback TCP).
+median of the rounds). Server CPU is the server process's own on-CPU time, all its threads
+(``/proc/<pid>/task/*/schedstat``, in ns; the 10 ms ticks of ``/proc/<pid>/stat`` if a thread
+ended meanwhile), over the phase, divided by the messages delivered. The broker is
+``python -m broker serve`` with every default: validation, rate limits, seq + replay buffer,
+bounded send queues, INFO logging. Each phase also records the share of the server's CPU
+spent in user space (the rest is the kernel: syscalls, wake-ups, loopback TCP).
 
     python -m bench.relay [--pairs 100 --rate 3000 --seconds 4 --burst 100 --rounds 5] [--no-lean]
 """
