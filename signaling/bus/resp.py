@@ -6,6 +6,11 @@ and written together with every other command issued in the same turn of the eve
 So concurrent callers pipeline by themselves: there is no pool to run dry, and a burst of
 relays costs Redis one read and the node one write. A connection may also carry pushes (a
 subscribed connection): replies with no pending future go to ``on_push``, synchronously.
+A command may also be sent with its reply unawaited (``RespClient.evalsha_now``, the fast
+lane's relays): only a failure is reported, to a callback. While nothing but such replies is
+owed, the connection stops reading for ``READ_EVERY`` after each read and then takes them in
+bulk: a node relaying thousands of messages a second does not wake up for each reply; an
+awaited call ends the pause at once, and a silent server is still found by the reply timeout.
 
 ``RespClient`` keeps one command connection and reconnects on demand with backoff: while the
 server is down, calls fail at once with ``BusUnavailable`` (no hang, no pool wait) and a new
@@ -41,6 +46,10 @@ REPLY_TIMEOUT = 5.0  # seconds a connection may owe replies without answering; t
 RECONNECT_MIN, RECONNECT_MAX = 0.05, 2.0  # pause after a failed connect, doubling up to the max
 MAX_PENDING = 100_000  # replies one connection may owe before callers are refused
 TICK = 0.5  # seconds between checks of a connection's silence
+# While only unawaited replies are owed (the fast lane's sends), replies are read this often
+# rather than as each arrives: the node wakes up for them in bulk, and an error reply still
+# reaches its sender within this time (an awaited call reads at once).
+READ_EVERY = 0.02
 
 # Error replies that mean "Redis cannot serve now", not "this command is wrong".
 _UNAVAILABLE = (b"LOADING", b"BUSY", b"MASTERDOWN", b"TRYAGAIN", b"CLUSTERDOWN", b"OOM")
@@ -149,6 +158,8 @@ class Connection(asyncio.Protocol):
         self._reply_timeout = reply_timeout
         self._tick: asyncio.TimerHandle | None = None
         self._seen, self._stalled = 0, 0.0
+        self._awaited = 0  # futures among the pending replies
+        self._paused: asyncio.TimerHandle | None = None  # reading paused until this fires
         self.on_push = on_push
         self.after_pushes: Callable[[], None] | None = None  # once a read's pushes are handled
         self.replies = 0  # replies and pushes received so far
@@ -165,7 +176,7 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         parser, pending = self._parser, self._pending
         parser.feed(data)
-        pushed = False
+        pushed = unawaited = False
         while True:
             try:
                 reply = parser.gets()
@@ -174,6 +185,8 @@ class Connection(asyncio.Protocol):
                 self.abort()
                 return
             if reply is False:
+                if unawaited and not self._awaited:
+                    self._pause()  # only the fast lane's replies: read them in bulk
                 if pushed and self.after_pushes is not None:
                     try:
                         self.after_pushes()
@@ -183,6 +196,10 @@ class Connection(asyncio.Protocol):
             self.replies += 1
             if pending:
                 future = pending.popleft()
+                if type(future) is _Failed:
+                    unawaited = True
+                else:
+                    self._awaited -= 1
                 if future.done():
                     continue  # its caller was cancelled
                 if type(reply) is hiredis.ReplyError:
@@ -204,6 +221,9 @@ class Connection(asyncio.Protocol):
         self._transport = None
         if self._tick is not None:
             self._tick.cancel()
+        if self._paused is not None:
+            self._paused.cancel()
+            self._paused = None
         pending, self._pending = self._pending, deque()
         for future in pending:
             if not future.done():
@@ -225,6 +245,9 @@ class Connection(asyncio.Protocol):
             raise BusUnavailable("redis is not keeping up")
         future: asyncio.Future[Any] = self._loop.create_future()
         self._pending.append(future)
+        self._awaited += 1
+        if self._paused is not None:
+            self._resume()  # someone waits: read as soon as the reply is there
         self._write(_pack(tuple(args)))
         return future
 
@@ -254,6 +277,20 @@ class Connection(asyncio.Protocol):
         if self._transport is not None and out:
             self._transport.write(b"".join(out) if len(out) > 1 else out[0])
 
+    def _pause(self) -> None:
+        transport = self._transport
+        if self._paused is None and transport is not None and not transport.is_closing():
+            transport.pause_reading()
+            self._paused = self._loop.call_later(READ_EVERY, self._resume)
+
+    def _resume(self) -> None:
+        if self._paused is not None:
+            self._paused.cancel()
+            self._paused = None
+            transport = self._transport
+            if transport is not None and not transport.is_closing():
+                transport.resume_reading()
+
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
@@ -267,7 +304,9 @@ class Connection(asyncio.Protocol):
         """Drop a connection that owes replies and has been silent for ``reply_timeout``."""
         if self._transport is None:
             return
-        if self._pending and self.replies == self._seen:
+        if self._paused is not None:
+            pass  # not reading for a moment: silence proves nothing
+        elif self._pending and self.replies == self._seen:
             self._stalled += TICK
             if self._stalled >= self._reply_timeout:
                 log.warning("redis connection: no reply for %.1fs, dropping it", self._stalled)
@@ -354,16 +393,14 @@ class RespClient:
 
     async def evalsha(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         """Run ``script`` (``EVALSHA``; ``EVAL`` when the server does not know it yet)."""
-        conn = self.current()
+        conn = self.current() or await self.connection()
         try:
-            reply = await self.call(b"EVALSHA", script.sha, len(keys), *keys, *args)
+            reply = await conn.submit((b"EVALSHA", script.sha, len(keys), *keys, *args))
         except RespError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
-            conn = self.current()
-            reply = await self.call(b"EVAL", script.source, len(keys), *keys, *args)
-        if conn is not None and conn is self._conn:
-            conn.loaded.add(script.sha)  # the connection the call went out on has it
+            reply = await conn.submit((b"EVAL", script.source, len(keys), *keys, *args))
+        conn.loaded.add(script.sha)  # the server this connection reaches has it now
         return reply
 
     def evalsha_now(

@@ -393,3 +393,41 @@ async def test_unawaited_scripts_in_flight_fail_when_the_connection_goes(
         assert len(failures) == 3 and all(isinstance(f, BusUnavailable) for f in failures)
     finally:
         await admin.close()
+
+
+async def test_unawaited_replies_are_read_in_bulk_and_an_awaited_call_reads_at_once(
+    client: RespClient,
+) -> None:
+    """While only the fast lane's replies are owed, the connection reads them every
+    READ_EVERY instead of waking up for each; a caller that awaits a reply ends the pause."""
+    script = Script.of("return 1")
+    await client.evalsha(script, [], [])
+    conn = client.current()
+    assert conn is not None
+    reads = 0
+    read = conn.data_received
+
+    def counting(data: bytes) -> None:
+        nonlocal reads
+        reads += 1
+        read(data)
+
+    conn.data_received = counting  # type: ignore[method-assign]
+    failures: list[Exception] = []
+    sent = 0
+    paused_seen = False
+    for _ in range(100):
+        assert client.evalsha_now(script, [], [], lambda ref, exc: failures.append(exc))
+        sent += 1
+        await asyncio.sleep(0.002)
+        paused_seen = paused_seen or conn._paused is not None
+    assert paused_seen
+    assert reads < sent / 2, f"{reads} reads for {sent} replies"
+    while conn._paused is None:  # wait for a pause, then ask something
+        assert client.evalsha_now(script, [], [], lambda ref, exc: failures.append(exc))
+        await asyncio.sleep(0.002)
+    ping = client.call(b"PING")
+    assert conn._paused is None  # reading again at once
+    assert await ping == b"PONG"
+    await _until(lambda: not conn._pending)
+    assert failures == []
