@@ -31,6 +31,7 @@ from aiortc.contrib.media import MediaRelay
 
 from signaling import protocol
 from signaling.peer import Event, IceServer, PeerLink, rtc_configuration
+from signaling.resend import Resends, Retry
 
 __all__ = ["BrokerClient", "ClientError", "Event", "IceServer", "JoinInfo", "PeerLink"]
 
@@ -154,6 +155,8 @@ class BrokerClient:
         self._taken: set[int] = set()
         self._counter = itertools.count()
         self._arrived = asyncio.Event()
+        self._resends = Resends()  # relayed messages, sent again when Redis was away
+        self._resending: set[asyncio.Task[None]] = set()
 
     # REST
     @classmethod
@@ -297,6 +300,13 @@ class BrokerClient:
         if kind in _RELAYED and sender is not None:
             self._link(sender).deliver(message)
             return
+        if kind == "error" and message.get("code") == protocol.UNAVAILABLE:
+            retry = self._resends.refused(message.get("ref"))
+            if retry is not None:  # an offer or answer Redis did not take: again, later
+                task = asyncio.create_task(self._resend(retry), name="relay-resend")
+                self._resending.add(task)
+                task.add_done_callback(self._resending.discard)
+                kind = "resending"
         if kind == "joined":
             self.role = str(message.get("role"))
             self.quality = dict(message.get("quality") or {})
@@ -341,8 +351,20 @@ class BrokerClient:
         for link in links:
             await link.close()
 
+    async def _resend(self, retry: Retry) -> None:
+        await asyncio.sleep(retry.pause)
+        if self._closing or self._finished:
+            return
+        try:
+            await self._send(retry.message)
+        except ClientError as exc:
+            self._emit(Event("error", data={"code": exc.code, "ref": retry.message.get("id")}))
+
     async def _send(self, message: dict[str, Any]) -> None:
-        """Send one message; waits (bounded) while the socket is being resumed."""
+        """Send one message; waits (bounded) while the socket is being resumed. Relayed
+        messages get an id, and are sent again if the broker could not pass them on."""
+        if message.get("type") in _RELAYED and "id" not in message:
+            message = self._resends.stamp(message)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._send_timeout
         while True:
@@ -435,6 +457,8 @@ class BrokerClient:
     async def close(self) -> None:
         """Close every link and the socket (without leaving: the place is kept for a while)."""
         self._closing = True
+        for task in list(self._resending):
+            task.cancel()
         await self._close_links()
         if self._ws is not None:
             await self._ws.close()

@@ -76,7 +76,10 @@ class Event:
     ``type`` is the server message's type (``joined``, ``chat``, ``session-ended`` ...) with the
     message in ``data``, or one of the local types: ``track`` (``track`` set), ``channel-open``
     and ``channel-message`` (``channel`` set, the message in ``data["data"]``),
-    ``connection-state`` (``data["state"]``), ``reconnected``, ``resume-failed``, ``closed``.
+    ``connection-state`` (``data["state"]``), ``reconnected``, ``resume-failed``, ``closed``,
+    and ``resending`` (the broker could not pass on one of our offers or answers, ``error``
+    ``unavailable`` in ``data``: it is sent again after a pause; after the last try that error
+    comes as ``error``).
     ``peer`` is the remote peer concerned, if any.
     """
 

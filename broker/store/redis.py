@@ -45,6 +45,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis.asyncio as aredis
 import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 
 from broker.domain import (
     ApiKey,
@@ -73,6 +75,7 @@ REFRESH_GRACE = timedelta(days=1)
 DEVICE_GRACE = timedelta(hours=1)
 FAMILY_REVOKED_TTL = timedelta(days=90)
 CAS_ATTEMPTS = 64
+RECONNECT_TRIES = 3  # a command on a connection Redis closed is sent again this often
 
 # KEYS[1] record; ARGV[1] text read before; ARGV[2] new text. Keeps the key's TTL.
 _CAS = """
@@ -153,7 +156,17 @@ class RedisStore(RedisScheduleMixin):
     @classmethod
     async def connect(cls, url: str, prefix: str = "cc") -> RedisStore:
         """Open a client on ``url`` and check that the server answers."""
-        store = cls(aredis.Redis.from_url(url, decode_responses=True), prefix)
+        store = cls(
+            aredis.Redis.from_url(
+                url,
+                decode_responses=True,
+                # A pooled connection that Redis closed (a restart, a failover) fails its next
+                # command; it is reconnected and the command sent again, a few times, quickly.
+                retry=Retry(ExponentialWithJitterBackoff(cap=0.25, base=0.01), RECONNECT_TRIES),
+                retry_on_error=[redis.exceptions.ConnectionError],
+            ),
+            prefix,
+        )
         try:
             await store.ping()
         except BaseException:

@@ -338,6 +338,40 @@ async def test_checkup_across_two_nodes_on_redis(
         await guest.close()
 
 
+async def test_an_offer_redis_did_not_take_is_sent_again(
+    broker_launcher: BrokerLauncher, durable_redis: Any, tmp_path: Path
+) -> None:
+    """Redis goes away mid-call and the guest renegotiates: the broker answers the offer with
+    ``unavailable`` (its socket kept), the SDK sends it again once Redis is back, and the
+    host's answer completes the negotiation."""
+    url, _, stop, start = durable_redis
+    node_a, node_b, session_id, doc, patient = await asyncio.to_thread(
+        book_on_redis, broker_launcher, url, tmp_path
+    )
+    host = await BrokerClient.login(node_a.url, doc, PASSWORD, tracks=[PatternTrack()])
+    guest = await BrokerClient.login(node_b.url, patient, PASSWORD, tracks=[PatternTrack()])
+    try:
+        call = await enter(session_id, host, guest)
+        assert host.peer_id is not None
+        await guest.wait_for("channel-open", peer=host.peer_id, timeout=20)
+        link = guest.links[host.peer_id]
+        await _until(lambda: link.pc.signalingState == "stable")
+        await asyncio.to_thread(stop)
+        link.offer()  # a renegotiation while Redis is away
+        refused = await guest.wait_for("resending", timeout=15)
+        assert refused.data["code"] == "unavailable"
+        assert link.pc.signalingState == "have-local-offer"
+        await asyncio.to_thread(start)
+        await _until(lambda: link.pc.signalingState == "stable", timeout=20)  # answered
+        assert link.pc.remoteDescription is not None
+        assert link.pc.remoteDescription.type == "answer"
+        assert not [e for _, e in guest._history if e.type == "error"]  # nothing given up
+        await finish(call)
+    finally:
+        await host.close()
+        await guest.close()
+
+
 # Relay only, through a real coturn
 
 

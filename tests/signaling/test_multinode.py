@@ -4,10 +4,7 @@ a node shutting down, and Redis restarting; nothing is delivered twice or lost."
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +14,6 @@ import pytest
 import redis
 
 from tests.support.broker_proc import BrokerLauncher, BrokerProcess
-from tests.support.servers import free_port
 from tests.support.wsclient import Peer, open_peer
 
 DEMO_PASSWORD = "citycall-demo-1"
@@ -202,67 +198,6 @@ async def test_shutdown_sends_clients_to_another_node(two_nodes: Any) -> None:
         back = await open_peer(http, _ws(b), _join(b, call.patient, call.session_id), resume)
         assert back.welcome["resumed"] is True
         assert await _chats(back, 1) == ["still here"]
-
-
-@pytest.fixture
-def durable_redis(tmp_path: Path) -> Iterator[tuple[str, Any]]:
-    """A redis-server with an append-only file, so a restart keeps its keys."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is missing") if _ci() else pytest.skip("no redis-server")
-    port = free_port()
-    workdir = tmp_path / "redis"
-    workdir.mkdir()
-    args = [
-        binary,
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--dir",
-        str(workdir),
-    ]
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start() -> None:
-        procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                redis.Redis(port=port).ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop() -> None:
-        procs[-1].terminate()
-        procs[-1].wait(10)
-
-    def restart() -> None:
-        stop()
-        start()
-
-    start()
-    try:
-        yield f"redis://127.0.0.1:{port}/0", restart, stop, start
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(5)
-
-
-def _ci() -> bool:
-    import os
-
-    return os.environ.get("CI") == "true"
 
 
 def _call_on_two_nodes(launcher: BrokerLauncher, redis_url: str, tmp_path: Path) -> Call:

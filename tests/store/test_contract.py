@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -412,6 +413,27 @@ async def test_redis_store_on_a_dead_port_is_unavailable() -> None:
         await store.close()
     with pytest.raises(StoreUnavailable):
         await RedisStore.connect(url)
+
+
+async def test_redis_store_calls_after_a_redis_restart_succeed(durable_redis: Any) -> None:
+    """Pooled connections that Redis closed when it restarted are opened again for the next
+    call, which succeeds: no request fails because Redis restarted a while ago."""
+    url, restart, stop, start = durable_redis
+    store = await RedisStore.connect(url)
+    try:
+        await asyncio.gather(
+            *(store.create_user(user(n)) for n in range(1, 6))
+        )  # a few in the pool
+        await asyncio.to_thread(restart)  # the append-only file keeps the users
+        got = await asyncio.gather(*(store.get_user(f"usr_{n}") for n in range(1, 6)))
+        assert [u.id if u else None for u in got] == [f"usr_{n}" for n in range(1, 6)]
+        await asyncio.to_thread(stop)
+        with pytest.raises(StoreUnavailable):  # while it is down: an error, at once
+            await store.get_user("usr_1")
+        await asyncio.to_thread(start)
+        assert await store.get_user("usr_1") == user(1)
+    finally:
+        await store.close()
 
 
 @pytest_asyncio.fixture

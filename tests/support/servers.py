@@ -9,7 +9,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 import pytest_asyncio
@@ -94,3 +94,59 @@ async def redis_url(redis_server: str) -> AsyncIterator[str]:
     finally:
         await client.aclose()
     yield redis_server
+
+
+@pytest.fixture
+def durable_redis(tmp_path: Path) -> Iterator[tuple[str, Any, Any, Any]]:
+    """A redis-server of the test's own with an append-only file, so a restart keeps its keys:
+    (url, restart, stop, start)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        _missing("redis-server")
+    port = free_port()
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    args = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--dir",
+        str(workdir),
+    ]
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                redis.Redis(port=port).ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop() -> None:
+        procs[-1].terminate()
+        procs[-1].wait(10)
+
+    def restart() -> None:
+        stop()
+        start()
+
+    start()
+    try:
+        yield f"redis://127.0.0.1:{port}/0", restart, stop, start
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(5)
