@@ -311,3 +311,40 @@ def test_guest_link_joins_once_and_explains_bad_links(
     assert again.get_by_role("button", name="Try again").is_visible()
     shot(again, "guest-early")
     watch.assert_never_in_urls(link["token"], early["token"])
+
+
+RESEND_CHECK = """async () => {
+  const { Signaling } = await import("/static/js/signaling.js");
+  const sent = [];
+  const s = new Signaling({ url: "/ws", token: "t" });
+  s.state = "open";
+  s._ws = { readyState: WebSocket.OPEN, send: (text) => sent.push(JSON.parse(text)) };
+  s.send({ type: "offer", to: "p_b", sdp: "v=0" });
+  s.send({ type: "chat", text: "hi", id: "c1" });
+  const refused = [];
+  s.on("error", (m) => refused.push(m.ref));
+  s._receive({ type: "error", code: "unavailable", ref: sent[0].id });  // Redis was away
+  s._receive({ type: "error", code: "unavailable", ref: "c1" });  // not a relay: the app's
+  const before = sent.length;
+  await new Promise((done) => setTimeout(done, 400));
+  for (let n = 0; n < 5; n++) s._receive({ type: "error", code: "unavailable", ref: sent[0].id });
+  return { first: sent[0], again: sent[before], before, refused, relays: sent.length };
+}"""
+
+
+def test_the_browser_sends_a_relayed_message_again_when_redis_did_not_take_it(
+    browser: Any, broker_launcher: BrokerLauncher, watch: Watch
+) -> None:
+    """static/js/signaling.js in Chromium: an offer refused with ``unavailable`` goes out again
+    (same id) after a pause; a refused chat is the app's to handle; it is given up after the
+    last try."""
+    broker = start_demo(broker_launcher)
+    page = new_page(browser, watch, "resend")
+    page.goto(broker.url + "/")
+    got = page.evaluate(RESEND_CHECK)
+    assert got["first"] == {"type": "offer", "to": "p_b", "sdp": "v=0", "id": got["first"]["id"]}
+    assert got["before"] == 2  # nothing sent again at once
+    assert got["again"] == got["first"]  # the same message, the same id, after the pause
+    assert got["refused"][0] == "c1"  # the chat's refusal reached the app
+    # one resend is used; four more are allowed, so the fifth refusal reaches the app
+    assert got["refused"][1:] == [got["first"]["id"]]

@@ -13,6 +13,11 @@ const BACKOFF_MS = [250, 500, 1000, 2000, 4000, 8000];
 const GIVE_UP_MS = 120000; // after this long without a socket the call is lost
 const HELLO_WAIT_MS = 10000;
 const MAX_QUEUED = 256; // messages kept while the socket is down
+// Offers, answers and candidates the server could not pass on (error "unavailable": its shared
+// bus, Redis, was briefly away) are sent again after these pauses, then given up.
+const RELAYED = new Set(["offer", "answer", "candidate"]);
+const RESEND_MS = [250, 500, 1000, 2000, 4000];
+const RESEND_KEEP = 64; // relayed messages remembered by id
 
 /** An error from the server during hello (`code` from docs/protocol.md), or "closed". */
 export class SignalingError extends Error {
@@ -71,6 +76,8 @@ export class Signaling {
     this._lastHeard = 0;
     this._pings = 0;
     this._retry = null;
+    this._relayed = new Map(); // id -> [message, tries], newest last
+    this._relayCount = 0;
   }
 
   /** Subscribe; returns a function that unsubscribes. */
@@ -106,6 +113,7 @@ export class Signaling {
   /** Send one message. While the socket is being resumed, messages wait (bounded). */
   send(message) {
     if (this.state === "closed") return false;
+    if (RELAYED.has(message.type) && message.id === undefined) message = this._remember(message);
     if (this.state === "open" && this._ws?.readyState === WebSocket.OPEN) {
       this._ws.send(JSON.stringify(message));
       return true;
@@ -225,6 +233,7 @@ export class Signaling {
     if (type === "joined" || type === "waiting") this.inSession = true;
     if (FINAL_MESSAGES.has(type)) this._final = true;
     if (type === "pong") return;
+    if (type === "error" && message.code === "unavailable" && this._resend(message.ref)) return;
     if (type === "error" && message.code === "resume_failed") {
       // Resumed, but more was missed than the server keeps: start over as a new peer.
       this.inSession = false;
@@ -232,6 +241,27 @@ export class Signaling {
       return;
     }
     this._emit(type, message);
+  }
+
+  _remember(message, tries = 0) {
+    const stamped = message.id === undefined ? { ...message, id: `r${++this._relayCount}` } : message;
+    this._relayed.delete(stamped.id);
+    this._relayed.set(stamped.id, [stamped, tries]);
+    if (this._relayed.size > RESEND_KEEP) this._relayed.delete(this._relayed.keys().next().value);
+    return stamped;
+  }
+
+  /** The server could not pass on our relayed message `ref`: send it again later (true), or
+   * not (false: not ours, forgotten, or tried often enough). */
+  _resend(ref) {
+    const entry = typeof ref === "string" ? this._relayed.get(ref) : undefined;
+    if (!entry) return false;
+    const [message, tries] = entry;
+    this._relayed.delete(ref);
+    if (tries >= RESEND_MS.length) return false;
+    this._remember(message, tries + 1);
+    setTimeout(() => this.send(message), RESEND_MS[tries]);
+    return true;
   }
 
   _startPinging() {
