@@ -7,6 +7,7 @@ a real coturn. ICE stays on loopback (``loopback_ice``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -320,22 +321,32 @@ def book_on_redis(
     return node_a, node_b, booked.json()["items"][0]["id"], doc, patient
 
 
-async def test_checkup_across_two_nodes_on_redis(
-    broker_launcher: BrokerLauncher, redis_url: str, tmp_path: Path
-) -> None:
+@contextlib.asynccontextmanager
+async def call_on_two_nodes(
+    launcher: BrokerLauncher, redis_url: str, tmp_path: Path
+) -> AsyncIterator[Call]:
+    """The check-up booked on two nodes of one Redis, its clinician on node A and its patient
+    on node B, admitted; both clients closed at the end."""
     node_a, node_b, session_id, doc, patient = await asyncio.to_thread(
-        book_on_redis, broker_launcher, redis_url, tmp_path
+        book_on_redis, launcher, redis_url, tmp_path
     )
     host = await BrokerClient.login(node_a.url, doc, PASSWORD, tracks=[PatternTrack()])
     guest = await BrokerClient.login(node_b.url, patient, PASSWORD, tracks=[PatternTrack()])
     try:
         call = await enter(session_id, host, guest)
         assert str(node_a.port) in host._url and str(node_b.port) in guest._url
-        await hd_both_ways(call)
-        await finish(call)
+        yield call
     finally:
         await host.close()
         await guest.close()
+
+
+async def test_checkup_across_two_nodes_on_redis(
+    broker_launcher: BrokerLauncher, redis_url: str, tmp_path: Path
+) -> None:
+    async with call_on_two_nodes(broker_launcher, redis_url, tmp_path) as call:
+        await hd_both_ways(call)
+        await finish(call)
 
 
 async def test_an_offer_redis_did_not_take_is_sent_again(
@@ -345,13 +356,8 @@ async def test_an_offer_redis_did_not_take_is_sent_again(
     ``unavailable`` (its socket kept), the SDK sends it again once Redis is back, and the
     host's answer completes the negotiation."""
     url, _, stop, start = durable_redis
-    node_a, node_b, session_id, doc, patient = await asyncio.to_thread(
-        book_on_redis, broker_launcher, url, tmp_path
-    )
-    host = await BrokerClient.login(node_a.url, doc, PASSWORD, tracks=[PatternTrack()])
-    guest = await BrokerClient.login(node_b.url, patient, PASSWORD, tracks=[PatternTrack()])
-    try:
-        call = await enter(session_id, host, guest)
+    async with call_on_two_nodes(broker_launcher, url, tmp_path) as call:
+        host, guest = call.host, call.patient
         assert host.peer_id is not None
         await guest.wait_for("channel-open", peer=host.peer_id, timeout=20)
         link = guest.links[host.peer_id]
@@ -367,9 +373,6 @@ async def test_an_offer_redis_did_not_take_is_sent_again(
         assert link.pc.remoteDescription.type == "answer"
         assert not [e for _, e in guest._history if e.type == "error"]  # nothing given up
         await finish(call)
-    finally:
-        await host.close()
-        await guest.close()
 
 
 # Relay only, through a real coturn
