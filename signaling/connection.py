@@ -38,6 +38,7 @@ _CLOSING = {
 _CLOSING_FIRST = frozenset(t[0] for t in _CLOSING)
 _TYPE_KEY = b'"type":"'
 _PING = b"\x89\x00"  # a final ping frame without payload (RFC 6455 5.5.2)
+_HEADER_16 = b"\x81\x7e"  # a final text frame whose length follows in 16 bits
 
 
 @dataclass(slots=True)
@@ -53,12 +54,15 @@ class TokenBucket:
     def allow(self, now: float) -> bool:
         if self.tokens < 0:
             self.tokens, self.stamp = self.burst, now
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        tokens = self.tokens + (now - self.stamp) * self.rate
+        if tokens > self.burst:
+            tokens = self.burst
         self.stamp = now
-        if self.tokens >= 1:
-            self.tokens -= 1
+        if tokens >= 1:
+            self.tokens = tokens - 1
             self.over = 0
             return True
+        self.tokens = tokens
         self.over += 1
         return False
 
@@ -161,7 +165,12 @@ class Connection:
         else:
             out = self._out
             size = len(frame)
-            out.append(bytes((0x81, size)) if size < 126 else frame_header(size))
+            if size < 126:
+                out.append(bytes((0x81, size)))
+            elif size < 65536:
+                out.append(_HEADER_16 + size.to_bytes(2, "big"))
+            else:
+                out.append(frame_header(size))
             out.append(frame)
             if len(out) == 2:
                 batch = self._batch

@@ -45,6 +45,10 @@ PEER_TTL = 3600.0  # seconds an unclaimed peer is kept after its last send
 _NO_ROOM: dict[str, PeerRecord] = {}
 
 
+def _never(ref: str | None, exc: Exception) -> None:
+    """``send`` awaits nothing later: a failure is raised at once, never reported here."""
+
+
 @dataclass(slots=True)
 class _Peer:
     touched: float
@@ -108,32 +112,30 @@ class MemoryBus:
         return peer_id not in self._claims and now - peer.touched > self._peer_ttl
 
     async def send(self, peer_id: str, frame: bytes) -> int:
-        return self._send(peer_id, frame)
+        self.send_now(peer_id, frame, _never, None)
+        return self._peers[peer_id].seq
 
     def send_now(self, peer_id: str, frame: bytes, failed: Failed, ref: str | None) -> bool:
         """``send`` without suspending (``FastBus``); it never fails later."""
-        self._send(peer_id, frame)
-        return True
-
-    def _send(self, peer_id: str, frame: bytes) -> int:
         if not frame.startswith(b'{"'):
             check_frame(frame)  # raises
-        now = self._clock()
         peer = self._peers.get(peer_id)
         claimed = peer_id in self._claims
-        if peer is None or (not claimed and now - peer.touched > self._peer_ttl):
-            peer = self._peers[peer_id] = _Peer(touched=now)  # new, or expired: start again
+        if peer is None or not claimed:  # a claimed peer never expires (release touches it)
+            now = self._clock()
+            if peer is None or now - peer.touched > self._peer_ttl:
+                peer = self._peers[peer_id] = _Peer(touched=now)  # new, or expired: start again
+            peer.touched = now
         peer.seq = seq = peer.seq + 1
         stamped = b'{"seq":%d,%b' % (seq, frame[1:])  # protocol.stamp_seq, inline
         peer.frames.append((seq, stamped))
-        peer.touched = now
         deliver = self._deliver
         if claimed and deliver is not None:
             try:
                 deliver(peer_id, seq, stamped)
             except Exception:  # the receiver's problem, never the sender's: log and go on
                 log.exception("deliver failed for peer %s seq %d", peer_id, seq)
-        return seq
+        return True
 
     async def claim(self, peer_id: str) -> None:
         self._claims.add(peer_id)
