@@ -20,7 +20,9 @@ Why a cached record is never staler than the node could tell:
   on and open: when either is lost (Redis restart, a kill, a new subscription), everything is
   dropped and tracking is set up again on the next relay check.
 
-At most ``MAX_ROOMS`` rooms are kept; past that the cache starts again empty.
+At most ``MAX_ROOMS`` rooms are kept; past that the cache starts again empty. Only pairs whose
+two records exist are kept, so a room holds at most its members: relays aimed at made-up or
+departed peer ids are checked against Redis each time (and refused) instead of filling it.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ class RoomCache:
     def __init__(self, client: RespClient, max_rooms: int = MAX_ROOMS) -> None:
         self._client = client
         self._max_rooms = max_rooms
-        self._rooms: dict[bytes, dict[str, PeerRecord | None]] = {}
+        self._rooms: dict[bytes, dict[str, PeerRecord]] = {}
         self._gen = 0  # bumped by every invalidation: a read that spans one is not kept
         self._sub: Subscriber | None = None
         self._tracked: Connection | None = None  # the command connection tracking is on
@@ -132,15 +134,22 @@ class RoomCache:
         gen = self._gen
         conn.submit((b"CLIENT", b"CACHING", b"yes")).add_done_callback(_ignore)
         first, second = await conn.submit((b"HMGET", key, a, b))
-        pair = _record(first), _record(second)
-        if gen == self._gen and conn is self._tracked and conn.is_open and sub.is_open:
+        mine, theirs = _record(first), _record(second)
+        if (
+            mine is not None
+            and theirs is not None  # no record is not kept: made-up peer ids cannot pile up
+            and gen == self._gen
+            and conn is self._tracked
+            and conn.is_open
+            and sub.is_open
+        ):
             room = self._rooms.get(name)
             if room is None:
                 if len(self._rooms) >= self._max_rooms:
                     self._rooms.clear()
                 room = self._rooms[name] = {}
-            room[a], room[b] = pair
-        return pair
+            room[a], room[b] = mine, theirs
+        return mine, theirs
 
     async def _track(self, conn: Connection, sub: Subscriber) -> bool:
         """Turn tracking on for ``conn``, redirected to ``sub``; False if Redis refuses."""

@@ -192,3 +192,19 @@ async def test_the_fast_lane_check_answers_only_from_a_tracked_cache(nodes: Node
     assert a.get_pair_now("s1", "p1", "p2") == (record("p1", "waiting"), record("p2"))
     await nodes.admin.call(b"CLIENT", b"KILL", b"TYPE", b"pubsub")  # invalidations may be lost
     await eventually(lambda: a.get_pair_now("s1", "p1", "p2") is None)
+
+
+async def test_checks_for_peers_not_in_the_room_are_not_kept(nodes: Nodes) -> None:
+    """A client aiming relays at made-up peer ids is checked against Redis every time, and
+    the node's cache does not grow with the ids it tried."""
+    a = await nodes.start("node-a")
+    await a.put_peer(record("p1"))
+    await a.put_peer(record("p2"))
+    await a.get_pair("s1", "p1", "p2")
+    before = await nodes.hmgets()
+    for n in range(50):
+        assert await a.get_pair("s1", "p1", f"made-up-{n}") == (record("p1"), None)
+        assert a.get_pair_now("s1", "p1", f"made-up-{n}") is None  # never served from the cache
+    assert await nodes.hmgets() - before == 50
+    cached = a._rooms._rooms[b"cc:sig:{room:s1}"]
+    assert set(cached) == {"p1", "p2"}
