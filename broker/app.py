@@ -96,7 +96,7 @@ async def build_services(
         api_keys=ApiKeys(store),
         device=DeviceFlow(store, auth, settings.device_code_ttl, settings.device_poll_interval),
         events=events,
-        webhooks=Webhooks(store),
+        webhooks=Webhooks(store, private_targets=settings.webhook_private_targets),
         scheduling=Scheduling(store, events),
         joining=Joining(
             store,
@@ -153,7 +153,7 @@ def create_app(settings: Settings, hash_params: HashParams | None = None) -> web
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         store = await open_store(settings)
-        worker = WebhookWorker(store)
+        worker = WebhookWorker(store, private_targets=settings.webhook_private_targets)
         events = Fanout([Outbox(store, wake=worker.wake)])
         try:
             svc = app[SERVICES] = await build_services(settings, store, events, hash_params)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import getpass
 import logging
 import os
@@ -39,13 +40,17 @@ _SERVE_ONLY = {
 }
 
 
+# The boolean settings are switches: the flag alone turns them on.
+_SWITCHES = frozenset(f.name for f in dataclasses.fields(Settings) if f.type in (bool, "bool"))
+
+
 def _add_setting_flags(parser: argparse.ArgumentParser, serve: bool) -> None:
     for flag, env, default, text in describe():
         name = flag[2:].replace("-", "_")
         if not serve and name in _SERVE_ONLY:
             continue
         help_text = f"{text} [env {env}" + (f", default {default}]" if default else "]")
-        if name in ("demo", "trust_proxy"):
+        if name in _SWITCHES:
             parser.add_argument(
                 flag, dest=name, action="store_const", const="true", default=None, help=help_text
             )

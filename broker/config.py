@@ -98,6 +98,12 @@ class Settings:
         default=False,
         metadata={"help": "take the client address from X-Forwarded-For (behind a proxy)"},
     )
+    webhook_private_targets: bool = field(
+        default=False,
+        metadata={
+            "help": "let webhooks go to loopback and private addresses (default: public only)"
+        },
+    )
 
     def __post_init__(self) -> None:
         problems = list(_problems(self))

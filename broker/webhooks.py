@@ -35,11 +35,13 @@ import aiohttp
 import msgspec
 
 from broker.domain import Role, new_id, utcnow
+from broker.egress import NotPublic, PublicResolver, literal_not_public
 from broker.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from broker.policy import Principal
 from broker.scheduling.model import Delivery, Event, WebhookEndpoint
 from broker.store.schedule_base import ScheduleStore
 
+NOT_PUBLIC = "refused: not a public address"  # the error of a delivery to a private network
 log = logging.getLogger(__name__)
 
 # Event types (the ``type`` of a payload and of an endpoint's ``event_types`` filter).
@@ -253,6 +255,7 @@ class WebhookWorker:
         max_delay: float = 3600.0,
         jitter: float = 0.25,
         clock: Callable[[], datetime] = utcnow,
+        private_targets: bool = False,
     ) -> None:
         if lease_ttl <= request_timeout * 1.5:
             raise ValueError("lease_ttl must exceed 1.5 * request_timeout")
@@ -267,6 +270,7 @@ class WebhookWorker:
         self._cap = max_delay
         self._jitter = jitter
         self._clock = clock
+        self._private = private_targets  # else public addresses only (broker/egress.py)
         self._wakeup = asyncio.Event()
         self._pass = asyncio.Lock()  # one pass at a time: a delivery is never sent twice at once
         self._stopping = False
@@ -289,7 +293,10 @@ class WebhookWorker:
         self._stopping = False
         self._http = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self._timeout),
-            connector=aiohttp.TCPConnector(limit=self._concurrency),
+            connector=aiohttp.TCPConnector(
+                limit=self._concurrency,
+                resolver=None if self._private else PublicResolver(),
+            ),
             cookie_jar=aiohttp.DummyCookieJar(),
             headers={"User-Agent": USER_AGENT},
         )
@@ -414,6 +421,8 @@ class WebhookWorker:
     async def _post(self, endpoint: WebhookEndpoint, event: Event) -> tuple[int, str]:
         """POST one event; (status, error text). Status 0: no HTTP response."""
         assert self._http is not None
+        if not self._private and literal_not_public(endpoint.url):
+            return 0, NOT_PUBLIC
         body = payload(event)
         headers = {
             "Content-Type": "application/json",
@@ -427,6 +436,8 @@ class WebhookWorker:
         except TimeoutError:
             return 0, "timeout"
         except (aiohttp.ClientError, OSError, ValueError) as exc:
+            if isinstance(getattr(exc, "os_error", None), NotPublic):
+                return 0, NOT_PUBLIC  # the name resolves to private addresses only
             return 0, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_LENGTH]
         return status, "" if 200 <= status < 300 else f"HTTP {status}"
 
@@ -453,10 +464,12 @@ class Webhooks:
         store: ScheduleStore,
         clock: Callable[[], datetime] = utcnow,
         max_endpoints: int = MAX_ENDPOINTS_PER_CLINIC,
+        private_targets: bool = False,
     ) -> None:
         self._store = store
         self._clock = clock
         self._max = max_endpoints
+        self._private = private_targets  # else a literal IP must be public (broker/egress.py)
 
     async def create(
         self, by: Principal, clinic_id: str, url: str, event_types: Sequence[str] = ()
@@ -464,6 +477,8 @@ class Webhooks:
         """A new endpoint; the only time its ``secret`` is returned."""
         _allow(by, clinic_id)
         problem = url_problem(url)
+        if problem is None and not self._private and literal_not_public(url):
+            problem = "must name a public address (this broker delivers to no private network)"
         if problem is not None:
             raise InvalidInput(f"url {problem}", field="url")
         types = check_event_types(event_types)

@@ -16,6 +16,13 @@ def test_defaults() -> None:
     assert s.redis_url is None
     assert s.base_url == "http://127.0.0.1:8080"
     assert s.cors_origins == ()
+    assert s.webhook_private_targets is False  # webhooks reach public addresses only
+
+
+def test_switches_turn_on_with_the_flag_alone() -> None:
+    args = cli.build_parser().parse_args(["serve", "--webhook-private-targets", "--demo"])
+    assert (args.webhook_private_targets, args.demo, args.trust_proxy) == ("true", "true", None)
+    assert Settings.load({"webhook_private_targets": "true"}, {}).webhook_private_targets is True
 
 
 def test_environment_variables_are_read(tmp_path: Path) -> None:

@@ -149,7 +149,12 @@ async def store(open_store: Opener) -> AsyncIterator[Store]:
 
 def fast_worker(store: Store, **kw: Any) -> WebhookWorker:
     params: dict[str, Any] = dict(
-        poll_interval=0.05, base_delay=0.05, jitter=0.0, request_timeout=1.0, lease_ttl=2.0
+        poll_interval=0.05,
+        base_delay=0.05,
+        jitter=0.0,
+        request_timeout=1.0,
+        lease_ttl=2.0,
+        private_targets=True,  # the receivers here listen on loopback
     )
     params.update(kw)
     return WebhookWorker(store, **params)
@@ -297,7 +302,7 @@ def test_api_event_types_match_the_service() -> None:
 async def test_events_without_a_clinic_or_unsubscribed_make_no_deliveries(
     store: Store,
 ) -> None:
-    hooks = Webhooks(store)
+    hooks = Webhooks(store, private_targets=True)
     every = await hooks.create(ADMIN, CLINIC, "https://a.example.org/")
     joins = await hooks.create(ADMIN, CLINIC, "https://b.example.org/", [PARTICIPANT_JOINED])
     off = WebhookEndpoint(
@@ -326,7 +331,7 @@ async def test_events_without_a_clinic_or_unsubscribed_make_no_deliveries(
 
 
 async def test_delivered_once_in_order_and_signed(store: Store, receiver: Receiver) -> None:
-    endpoint = await Webhooks(store).create(ADMIN, CLINIC, receiver.url)
+    endpoint = await Webhooks(store, private_targets=True).create(ADMIN, CLINIC, receiver.url)
     worker = await running(fast_worker(store))
     outbox = Outbox(store, wake=worker.wake)
     try:
@@ -352,7 +357,7 @@ async def test_delivered_once_in_order_and_signed(store: Store, receiver: Receiv
 async def test_a_failing_receiver_gets_the_event_on_retry_and_order_holds(
     store: Store, receiver: Receiver
 ) -> None:
-    hooks = Webhooks(store)
+    hooks = Webhooks(store, private_targets=True)
     endpoint = await hooks.create(ADMIN, CLINIC, receiver.url)
     receiver.fail_next = 2
     worker = await running(fast_worker(store))
@@ -374,7 +379,9 @@ async def test_a_failing_receiver_gets_the_event_on_retry_and_order_holds(
 
 
 async def test_redirects_are_not_followed(store: Store, receiver: Receiver) -> None:
-    endpoint = await Webhooks(store).create(ADMIN, CLINIC, receiver.url.replace("/hooks", "/moved"))
+    endpoint = await Webhooks(store, private_targets=True).create(
+        ADMIN, CLINIC, receiver.url.replace("/hooks", "/moved")
+    )
     worker = await running(fast_worker(store))
     try:
         await Outbox(store, wake=worker.wake).emit(event())
@@ -394,7 +401,7 @@ async def test_redirects_are_not_followed(store: Store, receiver: Receiver) -> N
 async def test_outbox_survives_a_restart(open_store: Opener) -> None:
     receiver = Receiver(free_port())  # not listening yet
     store = await open_store()
-    endpoint = await Webhooks(store).create(ADMIN, CLINIC, receiver.url)
+    endpoint = await Webhooks(store, private_targets=True).create(ADMIN, CLINIC, receiver.url)
     worker = await running(fast_worker(store))
     sent = event("ses_1")
     try:
@@ -430,7 +437,7 @@ async def test_two_nodes_on_one_store_deliver_exactly_once(
 ) -> None:
     node_a = await open_store()
     node_b = await open_store()
-    await Webhooks(node_a).create(ADMIN, CLINIC, receiver.url)
+    await Webhooks(node_a, private_targets=True).create(ADMIN, CLINIC, receiver.url)
     a = await running(fast_worker(node_a, node_id="node_a"))
     b = await running(fast_worker(node_b, node_id="node_b"))
     try:
@@ -466,7 +473,7 @@ async def test_two_nodes_on_one_store_deliver_exactly_once(
 
 
 async def test_a_deleted_endpoint_gets_nothing_more(store: Store, receiver: Receiver) -> None:
-    hooks = Webhooks(store)
+    hooks = Webhooks(store, private_targets=True)
     endpoint = await hooks.create(ADMIN, CLINIC, receiver.url)
     await Outbox(store).emit(event())  # queued while no worker runs
     await hooks.delete(ADMIN, CLINIC, endpoint.id)
@@ -491,7 +498,7 @@ async def test_a_deleted_endpoint_gets_nothing_more(store: Store, receiver: Rece
 
 
 async def test_who_may_manage_webhooks(store: Store) -> None:
-    hooks = Webhooks(store)
+    hooks = Webhooks(store, private_targets=True)
     key = Principal("key_1", None, CLINIC, api_key=True)
     made = await hooks.create(key, CLINIC, "https://ehr.example.org/hooks")
     assert made.secret.startswith("whsec_")
@@ -517,7 +524,7 @@ async def test_who_may_manage_webhooks(store: Store) -> None:
 
 
 async def test_create_refuses_bad_input_and_too_many(store: Store) -> None:
-    hooks = Webhooks(store, max_endpoints=2)
+    hooks = Webhooks(store, max_endpoints=2, private_targets=True)
     with pytest.raises(InvalidInput):
         await hooks.create(ADMIN, CLINIC, "ftp://ehr.example.org/")
     with pytest.raises(InvalidInput):
@@ -582,3 +589,55 @@ async def test_webhooks_over_http(hooks_client: TestClient[Any, Any]) -> None:
     assert resp.status == 204
     resp = await hooks_client.get(f"{base}/{hook_id}/deliveries", headers=admin.headers)
     assert resp.status == 404
+
+
+# Private networks (broker/egress.py)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:6379/",
+        "http://10.0.0.5/hooks",
+        "http://192.168.1.20/hooks",
+        "http://169.254.169.254/latest/meta-data",
+        "http://100.64.0.1/hooks",
+        "http://[::1]:8080/hooks",
+        "http://[::ffff:127.0.0.1]/hooks",
+        "http://[fd00::1]/hooks",
+    ],
+)
+async def test_an_address_of_a_private_network_cannot_be_registered(store: Store, url: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        await Webhooks(store).create(ADMIN, CLINIC, url)
+    assert "public address" in str(refused.value)
+    assert await Webhooks(store, private_targets=True).create(ADMIN, CLINIC, url)  # if allowed
+
+
+async def test_a_name_or_an_old_endpoint_on_a_private_network_is_never_posted_to(
+    store: Store, receiver: Receiver
+) -> None:
+    """A host name is judged by what it resolves to, at delivery: ``localhost`` is refused. An
+    endpoint registered while private targets were allowed is refused once they are not."""
+    by_name = await Webhooks(store).create(ADMIN, CLINIC, f"http://localhost:{receiver.port}/hooks")
+    by_address = await Webhooks(store, private_targets=True).create(ADMIN, CLINIC, receiver.url)
+    worker = await running(fast_worker(store, private_targets=False))
+    outbox = Outbox(store, wake=worker.wake)
+    try:
+        await outbox.emit(event("ses_1", SESSION_UPDATED))
+
+        async def both_tried() -> bool:
+            logs = [await store.list_deliveries(e.id, 10) for e in (by_name, by_address)]
+            return all(log and log[0].attempts >= 1 for log in logs)
+
+        deadline = time.monotonic() + 10
+        while not await both_tried():
+            assert time.monotonic() < deadline, "no delivery attempt"
+            await asyncio.sleep(0.05)
+    finally:
+        await worker.stop()
+    assert receiver.received == []
+    named = (await store.list_deliveries(by_name.id, 10))[0]
+    literal = (await store.list_deliveries(by_address.id, 10))[0]
+    for tried in (named, literal):
+        assert tried.delivered_at is None and tried.last_error == "refused: not a public address"

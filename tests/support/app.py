@@ -96,7 +96,11 @@ def app_services(client: TestClient[Any, Any]) -> Services:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path, cors_origins=("https://app.example.org",))
+    return Settings(
+        data_dir=tmp_path,
+        cors_origins=("https://app.example.org",),
+        webhook_private_targets=True,  # the tests' webhook receivers listen on loopback
+    )
 
 
 async def make_client(settings: Settings) -> TestClient[Any, Any]:
