@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from tests.support.broker_proc import BrokerLauncher, BrokerProcess
-from tests.support.wsclient import Peer, open_peer
+from tests.support.wsclient import Peer, mixed_relay_in_order, open_peer
 
 DEMO_PASSWORD = "citycall-demo-1"
 
@@ -127,26 +127,7 @@ async def test_messages_across_nodes_keep_their_order_whichever_lane_takes_them(
     a, b = two_nodes
     async with aiohttp.ClientSession() as http:
         host, guest = await Call(a, b).start(http)
-        sent = []
-        for n in range(60):
-            if n % 4 == 0:
-                await guest.send(type="chat", text=f"m{n}")
-            else:
-                line = f"candidate:{n} 1 udp 2122260223 127.0.0.1 {50000 + n} typ host"
-                await guest.send(
-                    type="candidate", to=host.peer_id, candidate={"candidate": line, "sdpMid": "0"}
-                )
-            sent.append(f"m{n}")
-        got = []
-        while len(got) < len(sent):
-            msg = await asyncio.wait_for(host.inbox.get(), 10)
-            assert msg["type"] != "error", msg
-            if msg["type"] == "chat":
-                got.append(msg["text"])
-            elif msg["type"] == "candidate":
-                assert msg["from"] == guest.peer_id
-                got.append("m" + msg["candidate"]["candidate"].split(":")[1].split(" ")[0])
-        assert got == sent
+        await mixed_relay_in_order(guest, host, count=60, chat_every=4, timeout=10)
         await host.close()
         await guest.close()
 

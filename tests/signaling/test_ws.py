@@ -15,7 +15,7 @@ from broker.config import Settings
 from broker.domain import Role
 from signaling import protocol
 from tests.support.app import Account, app_services, signed_up, staff_account
-from tests.support.wsclient import Peer, open_peer
+from tests.support.wsclient import Peer, mixed_relay_in_order, open_peer
 
 SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
 CAND = {"candidate": "candidate:1 1 udp 2122260223 127.0.0.1 54321 typ host", "sdpMid": "0"}
@@ -143,23 +143,7 @@ async def test_messages_keep_their_order_whichever_lane_takes_them(
     """Candidates are relayed in the read callback, chat by the handler task: sent back to
     back, they still arrive in the order sent."""
     host, guest = await in_call(client, checkup)
-    to = host.welcome["peer_id"]
-    sent = []
-    for n in range(30):
-        if n % 3 == 0:
-            await guest.send(type="chat", text=f"m{n}")
-        else:
-            line = f"candidate:{n} 1 udp 2122260223 127.0.0.1 {50000 + n} typ host"
-            await guest.send(type="candidate", to=to, candidate={"candidate": line, "sdpMid": "0"})
-        sent.append(f"m{n}")
-    got = []
-    while len(got) < len(sent):
-        msg = await asyncio.wait_for(host.inbox.get(), 5)
-        if msg["type"] == "chat":
-            got.append(msg["text"])
-        elif msg["type"] == "candidate":
-            got.append("m" + msg["candidate"]["candidate"].split(":")[1].split(" ")[0])
-    assert got == sent
+    await mixed_relay_in_order(guest, host, count=30, chat_every=3)
     # The fast lane is on for both sockets (it would be off on another aiohttp).
     sockets = client.app[SIGNALING].sockets
     assert len(sockets) == 2 and all(ws.intake.lane is not None for ws in sockets)

@@ -67,3 +67,30 @@ async def open_peer(
         await peer.send(**hello)
         peer.welcome = await peer.expect("welcome")
     return peer
+
+
+async def mixed_relay_in_order(
+    sender: Peer, receiver: Peer, count: int, chat_every: int, timeout: float = 5.0
+) -> None:
+    """``sender`` sends ``count`` messages back to back, a chat every ``chat_every`` and
+    candidates otherwise (the first go through the handler task, the others through the fast
+    lane); ``receiver`` must get them all in the order sent, with ``from`` stamped, no error."""
+    sent = []
+    for n in range(count):
+        if n % chat_every == 0:
+            await sender.send(type="chat", text=f"m{n}")
+        else:
+            line = f"candidate:{n} 1 udp 2122260223 127.0.0.1 {50000 + n} typ host"
+            candidate = {"candidate": line, "sdpMid": "0"}
+            await sender.send(type="candidate", to=receiver.peer_id, candidate=candidate)
+        sent.append(f"m{n}")
+    got = []
+    while len(got) < len(sent):
+        msg = await asyncio.wait_for(receiver.inbox.get(), timeout)
+        assert msg["type"] != "error", msg
+        if msg["type"] == "chat":
+            got.append(msg["text"])
+        elif msg["type"] == "candidate":
+            assert msg["from"] == sender.peer_id
+            got.append("m" + msg["candidate"]["candidate"].split(":")[1].split(" ")[0])
+    assert got == sent
