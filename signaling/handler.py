@@ -297,12 +297,9 @@ class SignalingHandler:
             sid = entry.session_id
             if sid is None or conn.closing:
                 return False
-            try:
-                msg = protocol.parse(data)
-            except protocol.ProtocolError:
-                return False  # the handler task answers it (and counts it)
-            if not isinstance(msg, _RELAYED):
-                return False
+            msg = protocol.parse_relayed(data)
+            if msg is None:
+                return False  # the handler task parses it and answers (and counts it)
             if not allow(now()):
                 self._refused(conn)
                 return True

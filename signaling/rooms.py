@@ -292,12 +292,13 @@ class Rooms:
         failed: Failed,
     ) -> bool:
         """``relay`` without suspending, on a ``FastBus`` (``can_relay_now``): False when the
-        bus cannot tell or send now (then ``relay``); a send that fails later goes to
-        ``failed(msg.id, exc)``."""
+        bus cannot tell or send now, or the addressee is not in the room (then ``relay``,
+        which also checks the form of ``msg.to``: see ``protocol.parse_relayed``); a send
+        that fails later goes to ``failed(msg.id, exc)``."""
         bus = self._fast
         assert bus is not None
         pair = bus.get_pair_now(session_id, sender, msg.to)
-        if pair is None:
+        if pair is None or pair[1] is None:
             return False
         _check_relay(pair[0], pair[1], sender, msg.id)
         return bus.send_now(msg.to, protocol.relayed(msg, sender), failed, msg.id)

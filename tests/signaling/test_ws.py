@@ -215,6 +215,9 @@ async def test_bad_messages_get_errors_with_ref(client: Any, checkup: Any) -> No
         ),
         (json.dumps({"type": "chat", "text": "x" * 70000}), protocol.MESSAGE_TOO_LARGE),
         (json.dumps({"type": "admit", "peer": host.welcome["peer_id"]}), protocol.FORBIDDEN),
+        # relays the fast lane leaves to the handler task: same answers as always
+        (json.dumps({"type": "offer", "to": "no such/peer", "sdp": SDP}), protocol.INVALID_MESSAGE),
+        (json.dumps({"type": "offer", "to": "p-nobody", "sdp": SDP}), protocol.UNKNOWN_PEER),
     ]
     for raw, code in cases:
         await guest.ws.send_str(raw)
