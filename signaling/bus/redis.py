@@ -72,7 +72,7 @@ from signaling.bus.base import (
     kept_after,
 )
 from signaling.bus.channel import ChannelReader, seq_of
-from signaling.bus.resp import RespClient
+from signaling.bus.resp import Prepared, RespClient
 from signaling.bus.room_cache import RoomCache, decode_record
 
 if TYPE_CHECKING:
@@ -86,6 +86,7 @@ PEER_TTL = 3600.0  # seconds the keys of a peer live after its last send (or cla
 LOCK_WAIT = 5.0  # seconds room_lock waits before RoomLockTimeout
 LOCK_LEASE = 10.0  # seconds a room lock lasts if its holder dies
 CLAIM_REFRESH = 10.0  # seconds between refreshes of this node's claims (at most peer_ttl / 3)
+SEND_COMMANDS = 16_384  # peers whose send_now command is kept packed (about 250 bytes each)
 
 
 class RoomLockTimeout(BusUnavailable, TimeoutError):
@@ -129,6 +130,7 @@ class RedisBus:
             refresh_every=self._refresh_every,
         )
         self._claims = self._reader.claims
+        self._send_commands: dict[str, Prepared] = {}  # peer -> its packed SEND (send_now)
 
     @classmethod
     async def connect(
@@ -193,10 +195,23 @@ class RedisBus:
         """``send`` written at once, its reply unawaited (``FastBus``): a failure goes to
         ``failed``. False when it cannot go now (no connection, or the script not yet loaded
         on it): then ``send``."""
-        if "\n" in peer_id or not frame.startswith(b'{"'):
-            return False  # send raises for these
-        args = (frame, REPLAY_LIMIT, self._ttl_ms, self._channel_prefix, peer_id)
-        return self._r.evalsha_now(scripts.SEND, self._peer_keys(peer_id), args, failed, ref)
+        if not frame.startswith(b'{"'):
+            return False  # send raises for it
+        command = self._send_commands.get(peer_id)
+        if command is None:
+            if "\n" in peer_id:
+                return False  # send raises for it
+            command = self._prepare_send(peer_id)
+        return self._r.prepared_now(command, frame, failed, ref)
+
+    def _prepare_send(self, peer_id: str) -> Prepared:
+        """The peer's ``send`` command, packed but for the frame (kept for the next sends)."""
+        commands = self._send_commands
+        if len(commands) >= SEND_COMMANDS:
+            commands.clear()  # bounded: peers come and go; a packing costs a couple of us
+        after = (REPLAY_LIMIT, self._ttl_ms, self._channel_prefix, peer_id)
+        command = commands[peer_id] = Prepared.of(scripts.SEND, self._peer_keys(peer_id), after)
+        return command
 
     async def claim(self, peer_id: str) -> None:
         fresh = peer_id not in self._claims

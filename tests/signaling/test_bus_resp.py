@@ -20,7 +20,15 @@ import pytest_asyncio
 import uvloop
 
 from signaling.bus.base import BusUnavailable
-from signaling.bus.resp import Address, RespClient, RespError, Script, parse_url, reply_error
+from signaling.bus.resp import (
+    Address,
+    Prepared,
+    RespClient,
+    RespError,
+    Script,
+    parse_url,
+    reply_error,
+)
 from signaling.bus.subscriber import Subscriber
 from tests.support.servers import free_port
 
@@ -371,6 +379,44 @@ async def test_an_unawaited_script_goes_out_only_once_loaded_and_reports_failure
     assert client.evalsha_now(setter, ["k"], [6], failed, "ref6")
     assert await client.call(b"LRANGE", "k", 0, -1) == [b"0", b"1", b"2", b"3", b"5", b"6"]
     assert len(failures) == 2 and refs == ["bad", "ref4"]  # each failure with its sender's ref
+
+
+@pytest.mark.parametrize(
+    ("keys", "after", "arg"),
+    [
+        (["k"], [], b"x"),
+        (["a:{p:1}:seq", "a:{p:1}:buf"], [256, 3_600_000, "cc:node:", "p-1"], b'{"type":"x"}'),
+        ([], ["größe", 1.5, b"\r\n"], b""),
+        (["k"], [7], "ünïcode\r\n".encode() * 300),
+    ],
+)
+def test_a_prepared_command_is_the_command_packed_whole(
+    keys: list[str], after: list[str | int | float | bytes], arg: bytes
+) -> None:
+    script = Script.of("return 1")
+    prepared = Prepared.of(script, keys, after)
+    whole = hiredis.pack_command((b"EVALSHA", script.sha, len(keys), *keys, arg, *after))
+    assert prepared.command(arg) == whole
+    reader = hiredis.Reader()
+    reader.feed(prepared.command(arg))
+    assert reader.gets()[3 + len(keys)] == arg  # a RESP array with the arg in its place
+
+
+async def test_a_prepared_script_runs_unawaited_like_evalsha_now(client: RespClient) -> None:
+    pusher = Script.of("redis.call('RPUSH', KEYS[1], ARGV[1] .. ARGV[2]) return 1")
+    prepared = Prepared.of(pusher, ["pk"], ["!"])
+    failures: list[tuple[str | None, Exception]] = []
+    await client.call(b"DEL", "pk")
+    await client.call(b"SCRIPT", b"FLUSH")
+    assert not client.prepared_now(prepared, b"early", lambda r, e: failures.append((r, e)))
+    await client.evalsha(pusher, ["pk"], ["a", "!"])  # loads it
+    for n in range(3):
+        assert client.prepared_now(prepared, b"%d" % n, lambda r, e: failures.append((r, e)))
+    assert await client.call(b"LRANGE", "pk", 0, -1) == [b"a!", b"0!", b"1!", b"2!"]
+    await client.call(b"SET", "pk", "not a list")
+    assert client.prepared_now(prepared, b"3", lambda r, e: failures.append((r, e)), "ref3")
+    await client.call(b"PING")
+    assert [(ref, type(exc)) for ref, exc in failures] == [("ref3", RespError)]
 
 
 async def test_unawaited_scripts_in_flight_fail_when_the_connection_goes(
