@@ -11,7 +11,8 @@ peers sending ``candidate`` messages to each other, ``--rate`` messages/s in tot
   Redis bus from the cost of crossing nodes.
 
 Reported: delivered messages/s, one-way latency p50/p99/max, and CPU per message of every
-process involved (nodes and Redis). Targets: two nodes within 2x one node, p99 < 10 ms.
+process involved (nodes and Redis). Targets: two nodes within 2x one node (CPU per message, all
+processes counted; throughput), p99 < 10 ms; the p99 ratio to one node is reported as well.
 
     python -m bench.two_nodes [--rate 5000 --seconds 10 --pairs 80]
 """
@@ -120,6 +121,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     r = results["ratios"]
     results["targets"] = {
         "throughput_within_2x": r["throughput"] >= 1 / RATIO_TARGET,
+        "cpu_within_2x": 0 < r["cpu_per_msg"] <= RATIO_TARGET,
         "p99_within_2x": r["p99"] <= RATIO_TARGET,
         "p99_under_10ms": two["latency"]["p99_ms"] < P99_TARGET_MS,
         "all_delivered": two["delivered"] == two["sent"],
@@ -155,8 +157,9 @@ def report(results: dict[str, Any]) -> str:
             r["p99"],
             "",
             r["cpu_per_msg"],
-            f"within 2x: {verdict(t['throughput_within_2x'] and t['p99_within_2x'])}; "
-            f"p99 < 10 ms: {verdict(t['p99_under_10ms'])}",
+            f"CPU within 2x: {verdict(t['cpu_within_2x'] and t['throughput_within_2x'])}; "
+            f"p99 < 10 ms: {verdict(t['p99_under_10ms'])} "
+            f"(p99 within 2x: {verdict(t['p99_within_2x'])})",
         )
     )
     p = results["params"]
