@@ -18,6 +18,10 @@ before anyone makes them (the patches live here only; the broker's code is not t
   TVs coming online during a call are not rung), to price that query;
 * ``no-gc``: ``gc.disable()``: no cyclic garbage collection at all (a bound on what
   collection passes cost the relay; not something to run for long);
+* ``gc-refreeze``: after every full collection, ``gc.freeze()`` what survived it, so the next
+  full pass walks only what is newer (the broker freezes once, after start-up);
+* ``gc-log``: collections timed, their count, total and longest per generation printed at
+  exit (in the variant's log);
 * ``switch-1ms``: ``sys.setswitchinterval(0.001)``: the SQLite thread gets the GIL back after
   at most 1 ms instead of 5 ms while the event loop is busy (join latency).
 
@@ -41,6 +45,8 @@ PATCHES = (
     "switch-1ms",
     "no-ring-pending",
     "no-gc",
+    "gc-refreeze",
+    "gc-log",
 )
 
 # Same rules as protocol.check_sdp (lines end in \n or \r\n, blank lines allowed): a line
@@ -105,6 +111,39 @@ def patch_recv_bytes() -> None:
     handler.web = _Web()  # type: ignore[assignment]
 
 
+def patch_gc(*, refreeze: bool, report: bool) -> None:
+    """``gc-refreeze``: after every full collection, freeze what survived it; ``gc-log``: time
+    each collection and print count, total and longest per generation at exit."""
+    import atexit
+    import gc
+    import time
+
+    stats: dict[int, list[float]] = {0: [], 1: [], 2: []}
+    started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+            return
+        stats[info["generation"]].append(time.perf_counter() - started[0])
+        if refreeze and info["generation"] == 2:
+            gc.freeze()
+
+    gc.callbacks.append(on_gc)
+    if report:
+
+        def show() -> None:
+            for gen, times in stats.items():
+                if times:
+                    print(
+                        f"gc gen{gen}: {len(times)} passes, {sum(times) * 1e3:.1f} ms in all, "
+                        f"longest {max(times) * 1e3:.1f} ms",
+                        flush=True,
+                    )
+
+        atexit.register(show)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patch", default="", help=f"comma-separated: {', '.join(PATCHES)}")
@@ -125,6 +164,8 @@ def main() -> None:
         import gc
 
         gc.disable()
+    if "gc-refreeze" in chosen or "gc-log" in chosen:
+        patch_gc(refreeze="gc-refreeze" in chosen, report="gc-log" in chosen)
     if "switch-1ms" in chosen:
         sys.setswitchinterval(0.001)
     if "uvloop" in chosen:
