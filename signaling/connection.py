@@ -37,8 +37,10 @@ _CLOSING = {
 }
 _CLOSING_FIRST = frozenset(t[0] for t in _CLOSING)
 _TYPE_KEY = b'"type":"'
+_TYPE_AT = len(_TYPE_KEY)
 _PING = b"\x89\x00"  # a final ping frame without payload (RFC 6455 5.5.2)
 _HEADER_16 = b"\x81\x7e"  # a final text frame whose length follows in 16 bits
+_HEADERS_7 = tuple(bytes((0x81, n)) for n in range(126))  # final text frames of 0-125 bytes
 
 
 @dataclass(slots=True)
@@ -76,8 +78,8 @@ def closing_code(frame: bytes) -> int | None:
 
     Server frames are ``{"seq":N,"type":"...",...}`` or ``{"type":"...",...}``.
     """
-    start = frame.find(_TYPE_KEY, 0, 32) + len(_TYPE_KEY)
-    if start < len(_TYPE_KEY) or start >= len(frame) or frame[start] not in _CLOSING_FIRST:
+    start = frame.find(_TYPE_KEY, 0, 32) + _TYPE_AT
+    if start < _TYPE_AT or start >= len(frame) or frame[start] not in _CLOSING_FIRST:
         return None
     end = frame.find(b'"', start, start + 16)
     return _CLOSING.get(frame[start:end]) if end > 0 else None
@@ -155,6 +157,7 @@ class Connection:
         """Send one frame; False (and the socket is closing) when the consumer is too slow."""
         if self.closing:
             return False
+        size = len(frame)
         if self._slow:
             try:
                 self._queue.put_nowait(frame)
@@ -164,9 +167,8 @@ class Connection:
                 return False
         else:
             out = self._out
-            size = len(frame)
             if size < 126:
-                out.append(bytes((0x81, size)))
+                out.append(_HEADERS_7[size])
             elif size < 65536:
                 out.append(_HEADER_16 + size.to_bytes(2, "big"))
             else:
@@ -178,8 +180,8 @@ class Connection:
                     batch.pending.append(self)
                 else:
                     self._loop.call_soon(self._flush)
-        at = frame.find(_TYPE_KEY, 0, 32) + len(_TYPE_KEY)  # closing_code, its quick part inline
-        if at >= len(_TYPE_KEY) and at < size and frame[at] in _CLOSING_FIRST:
+        at = frame.find(_TYPE_KEY, 0, 32) + _TYPE_AT  # closing_code, its quick part inline
+        if at >= _TYPE_AT and at < size and frame[at] in _CLOSING_FIRST:
             code = closing_code(frame)
             if code is not None:
                 self.close_soon(code, "closed by the server")
