@@ -259,6 +259,7 @@ class SignalingHandler:
         if not conn.bucket.allow(monotonic()):
             self._refused(conn)
             return joined
+        msg: protocol.ClientMessage | None = None
         try:
             msg = protocol.parse(raw.data)
             sid = entry.session_id
