@@ -259,12 +259,20 @@ def log_dir() -> Path:
     return path
 
 
-def spawn(name: str, args: Sequence[str], port: int, ready: str = "/healthz") -> Server:
-    """Start ``args`` and wait until ``GET ready`` answers 200 (or the port accepts, ready="")."""
+def spawn(
+    name: str,
+    args: Sequence[str],
+    port: int,
+    ready: str = "/healthz",
+    prefix: Sequence[str] = (),
+    deadline: float = 30.0,
+) -> Server:
+    """Start ``args`` (after ``prefix``: a tool that runs them, like valgrind) and wait until
+    ``GET ready`` answers 200 (or the port accepts, ready="")."""
     log = log_dir() / f"{name}-{port}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            list(args),
+            [*prefix, *args],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -272,8 +280,8 @@ def spawn(name: str, args: Sequence[str], port: int, ready: str = "/healthz") ->
             env=env(),
         )
     server = Server(name, port, proc, log)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    until = time.monotonic() + deadline
+    while time.monotonic() < until:
         if proc.poll() is not None:
             raise RuntimeError(f"{name} exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
         if _answers(port, ready):
@@ -299,6 +307,8 @@ def start_broker(
     redis_url: str | None = None,
     extra: Sequence[str] = (),
     variant: str | None = None,
+    prefix: Sequence[str] = (),
+    deadline: float = 30.0,
 ) -> Server:
     """``python -m broker serve`` on a free port with a fresh data dir: all defaults (logging at
     INFO included), except a join window opening 24 h early, so that one pair of users can have
@@ -313,16 +323,21 @@ def start_broker(
     args += ["--join-before-minutes", "1440"]
     if redis_url:
         args += ["--redis-url", redis_url]
-    server = spawn(name, [*args, *extra], port)
+    server = spawn(name, [*args, *extra], port, prefix=prefix, deadline=deadline)
     server.scratch = data
     return server
 
 
-def start_bare_relay(name: str = "bare-relay", module: str = "bench.bare_relay") -> Server:
+def start_bare_relay(
+    name: str = "bare-relay",
+    module: str = "bench.bare_relay",
+    prefix: Sequence[str] = (),
+    deadline: float = 30.0,
+) -> Server:
     """The baseline relay (or, with ``module="bench.lean_relay"``, the lean one)."""
     port = free_port()
     args = [sys.executable, "-m", module, "--port", str(port)]
-    return spawn(name, args, port)
+    return spawn(name, args, port, prefix=prefix, deadline=deadline)
 
 
 def start_redis() -> Server:
