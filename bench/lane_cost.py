@@ -80,9 +80,6 @@ def per_call_us(step: Callable[[], object], seconds: float) -> float:
     return runs[1] * 1e6
 
 
-Path = Callable[[], object]
-
-
 async def paths() -> dict[str, dict[str, Any]]:
     """Per message kind: ``bare``, ``lean`` and ``broker``, each handling one message per call,
     the broker's steps alone (``steps``), and ``relayed()``: frames the receiver got so far."""
@@ -188,7 +185,8 @@ def callgrind_total(args: list[str]) -> int:
     """Instructions callgrind counted in ``python -m bench.lane_cost --run ARGS``."""
     command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
     command += [sys.executable, "-m", "bench.lane_cost", "--run", *args]
-    done = subprocess.run(command, cwd=ROOT, env=env(), capture_output=True, text=True, check=True)
+    same = {**env(), "PYTHONHASHSEED": "0"}  # the same dict layouts in every process
+    done = subprocess.run(command, cwd=ROOT, env=same, capture_output=True, text=True, check=True)
     found = re.search(r"Collected : (\d+)", done.stderr)
     if found is None:
         raise RuntimeError("callgrind printed no total")
