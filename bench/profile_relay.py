@@ -42,8 +42,9 @@ CATEGORIES = {
     "protocol.parse: str->bytes, msgspec decode + validation": ("parse (signaling/protocol",),
     "socket write syscall (transport.write)": ("Transport.write (", "UVStream.write"),
     "redis-py client (commands, pool, replies, pubsub)": ("(redis/",),
-    "RESP client + subscriber (signaling/bus/resp.py, subscriber.py)": (
+    "RESP client + subscriber (signaling/bus/resp.py, wire.py, subscriber.py)": (
         "(signaling/bus/resp.py",
+        "(signaling/bus/wire.py",
         "(signaling/bus/subscriber.py",
     ),
     "RedisBus (scripts, peer records, channel reader)": ("(signaling/bus/redis.py",),

@@ -29,9 +29,10 @@ from typing import Any
 
 from signaling.bus import scripts
 from signaling.bus.base import BusUnavailable, Deliver, Delivered
-from signaling.bus.resp import RespClient, Script
+from signaling.bus.resp import RespClient
 from signaling.bus.room_cache import RoomCache
 from signaling.bus.subscriber import Subscriber
+from signaling.bus.wire import Script
 
 __all__ = ["ChannelReader", "parse_message", "seq_of"]
 

@@ -72,8 +72,9 @@ from signaling.bus.base import (
     kept_after,
 )
 from signaling.bus.channel import ChannelReader, seq_of
-from signaling.bus.resp import Prepared, RespClient
+from signaling.bus.resp import RespClient
 from signaling.bus.room_cache import RoomCache, decode_record
+from signaling.bus.wire import Prepared
 
 if TYPE_CHECKING:
     from signaling.bus.base import Bus, FastBus

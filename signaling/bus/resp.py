@@ -24,20 +24,27 @@ Logs name no address and no password, only what failed.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol, cast
-from urllib.parse import unquote, urlsplit
 
 import hiredis
 
 from signaling.bus.base import BusUnavailable, Failed
+from signaling.bus.wire import (
+    Address,
+    Arg,
+    Prepared,
+    RespError,
+    Script,
+    pack,
+    parse_url,
+    reply_error,
+)
 
-__all__ = ["Address", "Connection", "Prepared", "RespClient", "RespError", "Script", "parse_url"]
+__all__ = ["Connection", "RespClient", "open_connection"]
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +58,6 @@ TICK = 0.5  # seconds between checks of a connection's silence
 # reaches its sender within this time (an awaited call reads at once).
 READ_EVERY = 0.02
 
-# Error replies that mean "Redis cannot serve now", not "this command is wrong".
-_UNAVAILABLE = (b"LOADING", b"BUSY", b"MASTERDOWN", b"TRYAGAIN", b"CLUSTERDOWN", b"OOM")
-
-Arg = bytes | str | int | float
 Push = Callable[[Any], None]
 
 
@@ -64,81 +67,6 @@ class Waiter(Protocol):
     def done(self) -> bool: ...
     def set_result(self, result: Any, /) -> None: ...
     def set_exception(self, exception: BaseException, /) -> None: ...
-
-
-# hiredis's stub types the argument as a one-element tuple; it takes any number of them.
-_pack: Callable[[tuple[Arg, ...]], bytes] = hiredis.pack_command  # type: ignore[assignment]
-
-
-class RespError(Exception):
-    """Redis answered with an error reply (e.g. ``NOSCRIPT``, ``WRONGTYPE``)."""
-
-
-def reply_error(error: hiredis.ReplyError) -> Exception:
-    """The exception for an error reply: ``BusUnavailable`` for a server that cannot serve."""
-    text = str(error)
-    if text.encode().startswith(_UNAVAILABLE):
-        return BusUnavailable(f"redis cannot serve: {text.split(' ', 1)[0]}")
-    return RespError(text)
-
-
-@dataclass(frozen=True, slots=True)
-class Address:
-    host: str | None  # None for a unix socket
-    port: int
-    path: str | None
-    db: int
-    username: str | None
-    password: str | None
-
-
-def parse_url(url: str) -> Address:
-    """``redis://[[user]:password@]host[:port][/db]`` or ``unix:///path[?db=N]``."""
-    parts = urlsplit(url)
-    username = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password else None
-    query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
-    if parts.scheme == "redis":
-        db_text = parts.path.strip("/") or query.get("db", "0")
-        host = parts.hostname or "127.0.0.1"
-        return Address(host, parts.port or 6379, None, int(db_text), username, password)
-    if parts.scheme == "unix":
-        return Address(None, 0, parts.path, int(query.get("db", "0")), username, password)
-    raise ValueError("a redis URL starts with redis:// or unix://")
-
-
-@dataclass(frozen=True, slots=True)
-class Script:
-    """A Lua script, run by its SHA1 (``EVALSHA``), sent whole only when Redis lacks it."""
-
-    source: bytes
-    sha: bytes
-
-    @classmethod
-    def of(cls, source: str) -> Script:
-        body = source.encode()
-        return cls(body, hashlib.sha1(body, usedforsecurity=False).hexdigest().encode())
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """A script's ``EVALSHA`` packed ahead of time but for its first argument:
-    ``command(arg)`` is the whole command (one bytes format instead of packing every argument,
-    for a command sent thousands of times a second with the same keys)."""
-
-    script: Script
-    head: bytes
-    tail: bytes
-
-    @classmethod
-    def of(cls, script: Script, keys: Sequence[Arg], after: Sequence[Arg]) -> Prepared:
-        before = (b"EVALSHA", script.sha, len(keys), *keys)
-        head = b"*%d\r\n" % (len(before) + 1 + len(after))
-        packed = [_pack((arg,)).split(b"\r\n", 1)[1] for arg in (*before, *after)]
-        return cls(script, head + b"".join(packed[: len(before)]), b"".join(packed[len(before) :]))
-
-    def command(self, arg: bytes) -> bytes:
-        return b"%b$%d\r\n%b\r\n%b" % (self.head, len(arg), arg, self.tail)
 
 
 class _Failed:
@@ -269,7 +197,7 @@ class Connection(asyncio.Protocol):
         self._awaited += 1
         if self._paused is not None:
             self._resume()  # someone waits: read as soon as the reply is there
-        self._write(_pack(tuple(args)))
+        self._write(pack(tuple(args)))
         return future
 
     def submit_unawaited(self, command: bytes, waiter: Waiter) -> None:
@@ -285,7 +213,7 @@ class Connection(asyncio.Protocol):
         """Queue a command whose answer comes as a push (SUBSCRIBE, PING when subscribed)."""
         if self._transport is None:
             raise BusUnavailable("redis connection lost")
-        self._write(_pack(tuple(args)))
+        self._write(pack(tuple(args)))
 
     def _write(self, command: bytes) -> None:
         out = self._out
@@ -441,7 +369,7 @@ class RespClient:
         conn = self._conn
         if conn is None or not conn.is_open or script.sha not in conn.loaded:
             return False
-        command = _pack((b"EVALSHA", script.sha, len(keys), *keys, *args))
+        command = pack((b"EVALSHA", script.sha, len(keys), *keys, *args))
         conn.submit_unawaited(command, _Failed(conn, script.sha, failed, ref))
         return True
 

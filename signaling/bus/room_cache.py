@@ -33,8 +33,9 @@ import logging
 import msgspec
 
 from signaling.bus.base import PeerRecord
-from signaling.bus.resp import Connection, RespClient, RespError
+from signaling.bus.resp import Connection, RespClient
 from signaling.bus.subscriber import Subscriber
+from signaling.bus.wire import RespError
 
 __all__ = ["MAX_ROOMS", "RoomCache", "decode_record"]
 

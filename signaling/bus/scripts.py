@@ -5,7 +5,7 @@ Every script touches keys of one Redis Cluster slot: the keys it is given share 
 
 from __future__ import annotations
 
-from signaling.bus.resp import Script
+from signaling.bus.wire import Script
 
 TRIM_SLACK = 32  # frames the replay buffer may hold past its limit before it is trimmed
 

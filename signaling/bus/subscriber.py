@@ -17,7 +17,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from signaling.bus.base import BusUnavailable
-from signaling.bus.resp import Connection, RespClient, RespError
+from signaling.bus.resp import Connection, RespClient
+from signaling.bus.wire import RespError
 
 __all__ = ["INVALIDATE", "PING_EVERY", "Subscriber"]
 

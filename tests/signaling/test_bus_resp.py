@@ -20,16 +20,9 @@ import pytest_asyncio
 import uvloop
 
 from signaling.bus.base import BusUnavailable
-from signaling.bus.resp import (
-    Address,
-    Prepared,
-    RespClient,
-    RespError,
-    Script,
-    parse_url,
-    reply_error,
-)
+from signaling.bus.resp import RespClient
 from signaling.bus.subscriber import Subscriber
+from signaling.bus.wire import Address, Prepared, RespError, Script, parse_url, reply_error
 from tests.support.servers import free_port
 
 WAIT = 10.0
