@@ -312,6 +312,9 @@ class BrokerClient:
             self.quality = dict(message.get("quality") or {})
             for peer in message.get("peers", ()):
                 self._link(str(peer["peer_id"])).offer()
+        elif kind == "resume-token":  # a call taken on this idle connection: resume into it
+            self._resume_token = str(message["resume_token"])
+            self.session_id = str(message["session_id"])
         elif kind == "peer-joined" and sender is not None:
             self._link(sender)
         elif kind == "peer-left" and sender is not None:

@@ -154,26 +154,19 @@ class SignalingHandler:
         )
         resumed = False
         peer_id = new_id("peer").replace("_", "-")
-        if hello.resume is not None and who.session_id is not None:
+        if hello.resume is not None:
             resumed = await self._resume(hello, who, entry)
             if resumed:
                 peer_id = hello.resume.peer_id
         conn.peer_id = peer_id
-        resume_token, _ = self.tokens.issue(
-            peer_id,
-            RESUME_AUDIENCE,
-            "resume",
-            86400,
-            {"sid": who.session_id or "", "subj": who.subject},
-        )
         conn.push_message(
             {
                 "type": "welcome",
                 "peer_id": peer_id,
-                "resume_token": resume_token,
+                "resume_token": self._resume_token(peer_id, entry.session_id, who.subject),
                 "heartbeat": self.heartbeat,
                 "resumed": resumed,
-                "session_id": who.session_id,
+                "session_id": entry.session_id,
                 "user_id": who.subject,
                 "ice_servers": ice_servers(self.settings, peer_id, utcnow()),
             }
@@ -192,26 +185,42 @@ class SignalingHandler:
                 await self.node.rooms.ring_pending(who.subject, peer_id)
         log.info(
             "socket authenticated",
-            extra={"peer_id": peer_id, "resumed": resumed, "session_id": who.session_id},
+            extra={"peer_id": peer_id, "resumed": resumed, "session_id": entry.session_id},
         )
         return peer_id, entry, resumed
 
+    def _resume_token(self, peer_id: str, session_id: str | None, subject: str) -> str:
+        """The secret that lets ``peer_id`` resume (``hello.resume``), bound to its session
+        (none for an idle connection) and to the person."""
+        token, _ = self.tokens.issue(
+            peer_id, RESUME_AUDIENCE, "resume", 86400, {"sid": session_id or "", "subj": subject}
+        )
+        return token
+
     async def _resume(self, hello: protocol.Hello, who: Identity, entry: Local) -> bool:
+        """Put ``entry`` back in the place of the peer ``hello.resume`` names, if its token is
+        good for this person and session and the peer is still in the call. With a join token
+        the session is the token's; with an access token (a TV that took a call on its idle
+        connection) it is the resume token's, which the server gave this person for it."""
         assert hello.resume is not None
         try:
             claims = await self.tokens.verify(hello.resume.token, RESUME_AUDIENCE, "resume")
         except InvalidToken:
             return False
+        sid = claims.get("sid")
         if (
             claims["sub"] != hello.resume.peer_id
-            or claims.get("sid") != who.session_id
-            or (claims.get("subj") != who.subject)
+            or claims.get("subj") != who.subject
+            or not isinstance(sid, str)
+            or not sid
+            or (who.session_id is not None and sid != who.session_id)
+            or (who.session_id is None and who.principal is None)
         ):
             return False
-        assert who.session_id is not None
-        back = await self.node.rooms.resumed(who.session_id, hello.resume.peer_id)
+        back = await self.node.rooms.resumed(sid, hello.resume.peer_id)
         if back is None:
             return False
+        entry.session_id, entry.user_id = sid, None
         old = self.node.local.get(hello.resume.peer_id)
         if old is not None:  # the old socket of this peer is still open here: it loses
             old.conn.close_soon(protocol.CLOSE_REPLACED, "resumed elsewhere")
@@ -335,7 +344,7 @@ class SignalingHandler:
         if isinstance(msg, protocol.Hello):
             raise protocol.ProtocolError(protocol.ALREADY_JOINED, "already said hello", msg.id)
         if isinstance(msg, protocol.Accept | protocol.Decline):
-            return await self._answer_call(msg, entry, peer_id, who, joined)
+            return await self._answer_call(msg, conn, entry, peer_id, who, joined)
         if sid is None:
             raise protocol.ProtocolError(protocol.NO_CALL, "this connection has no call", msg.id)
         if isinstance(msg, protocol.Join):
@@ -369,6 +378,7 @@ class SignalingHandler:
     async def _answer_call(
         self,
         msg: protocol.Accept | protocol.Decline,
+        conn: Connection,
         entry: Local,
         peer_id: str,
         who: Identity,
@@ -393,6 +403,11 @@ class SignalingHandler:
         entry.user_id = None
         await self.node.rooms.join(
             peer_id, msg.session_id, who.subject, grant.role.value, None, None, msg.id
+        )
+        # The welcome's resume token was for an idle connection: this one resumes the call.
+        token = self._resume_token(peer_id, msg.session_id, who.subject)
+        conn.push_message(
+            {"type": "resume-token", "resume_token": token, "session_id": msg.session_id}
         )
         return True
 

@@ -380,6 +380,16 @@ def server_schemas() -> dict[str, Schema]:
             },
         ),
         _server(
+            "resume-token",
+            "After `accept` on an idle connection: the token that resumes this peer in the call "
+            "(`hello.resume.token`, with the same access token); the welcome's was for the "
+            "idle connection.",
+            {
+                "resume_token": _string("Secret for `hello.resume.token`", minLength=1),
+                "session_id": SESSION_ID,
+            },
+        ),
+        _server(
             "call-cancelled",
             "Stop ringing: the call was answered elsewhere, declined, or cancelled.",
             {"session_id": SESSION_ID, "reason": _string("Why", maxLength=64)},

@@ -348,3 +348,47 @@ def test_the_browser_sends_a_relayed_message_again_when_redis_did_not_take_it(
     assert got["refused"][0] == "c1"  # the chat's refusal reached the app
     # one resend is used; four more are allowed, so the fifth refusal reaches the app
     assert got["refused"][1:] == [got["first"]["id"]]
+
+
+RESUME_TOKEN_CHECK = """async () => {
+  const { Signaling } = await import("/static/js/signaling.js");
+  const s = new Signaling({ url: "/ws", token: "access-token", idle: true });
+  s.peerId = "peer-tv";
+  s.resumeToken = "token-of-the-idle-connection";
+  s._receive({ seq: 1, type: "incoming-call", session_id: "ses_1" });
+  s._receive({ seq: 2, type: "joined", session_id: "ses_1", peers: [] });
+  const token = { seq: 0, type: "resume-token", resume_token: "token-of-the-call" };
+  s._receive({ ...token, session_id: "ses_1" });
+  const hellos = [];
+  const Real = window.WebSocket;
+  window.WebSocket = class {
+    constructor() { setTimeout(() => this.onopen(), 0); }
+    send(text) { hellos.push(JSON.parse(text)); }
+    close() {}
+  };
+  try {
+    s._connect(s.inSession).catch(() => {});
+    await new Promise((done) => setTimeout(done, 100));
+  } finally {
+    window.WebSocket = Real;
+  }
+  return { hello: hellos[0], sessionId: s.sessionId };
+}"""
+
+
+def test_the_browser_resumes_a_call_taken_on_an_idle_connection_with_its_token(
+    browser: Any, broker_launcher: BrokerLauncher, watch: Watch
+) -> None:
+    """static/js/signaling.js in Chromium: after ``accept`` on an idle connection the
+    ``resume-token`` message replaces the welcome's token, so the next hello resumes the peer
+    in the call (the server side: tests/signaling/test_ws.py)."""
+    broker = start_demo(broker_launcher)
+    page = new_page(browser, watch, "resume-token")
+    page.goto(broker.url + "/")
+    got = page.evaluate(RESUME_TOKEN_CHECK)
+    assert got["sessionId"] == "ses_1"
+    assert got["hello"]["resume"] == {
+        "peer_id": "peer-tv",
+        "token": "token-of-the-call",
+        "last_seq": 2,
+    }

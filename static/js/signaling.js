@@ -55,8 +55,8 @@ export class Signaling {
   constructor({ url, token, device = null, renewToken = null, idle = false }) {
     this.url = socketUrl(url);
     this.token = token;
-    // An idle connection (access token) that accepted a call cannot resume with that token:
-    // after a drop it gets a join token (renewToken) and comes back into the call with it.
+    // An idle connection (access token) that accepted a call gets a `resume-token` for it; after
+    // a drop it resumes with that token, under a fresh join token when renewToken can give one.
     this.idle = idle;
     this.device = device;
     this.renewToken = renewToken;
@@ -231,6 +231,11 @@ export class Signaling {
     }
     const type = String(message.type);
     if (type === "joined" || type === "waiting") this.inSession = true;
+    if (type === "resume-token") {
+      // A call taken on this idle connection: this token resumes the peer in it.
+      this.resumeToken = message.resume_token;
+      this.sessionId = message.session_id;
+    }
     if (FINAL_MESSAGES.has(type)) this._final = true;
     if (type === "pong") return;
     if (type === "error" && message.code === "unavailable" && this._resend(message.ref)) return;

@@ -23,7 +23,7 @@ from broker.domain import Role
 from broker.turn import turn_credentials
 from signaling.client import BrokerClient, Event, IceServer, PeerLink
 from signaling.peer import rtc_configuration
-from tests.support.app import Account, make_client, signed_up, staff_account
+from tests.support.app import Account, family_call, make_client, signed_up, staff_account
 from tests.support.broker_proc import BrokerLauncher, BrokerProcess
 from tests.support.webrtc import PatternTrack, TurnServer, frames_of
 
@@ -175,6 +175,42 @@ async def test_socket_drop_resumes_without_losing_the_call(
     finally:
         await host.close()
         await guest.close()
+
+
+async def test_a_tv_that_took_a_call_resumes_in_it_after_a_drop(
+    in_process: TestClient[Any, Any],
+) -> None:
+    """A TV's idle connection (access token) accepts a call; its socket drops; the SDK resumes
+    it in the call with the token of ``resume-token``, as the same peer, media untouched."""
+    grandma = await signed_up(in_process, "family")
+    grandson = await signed_up(in_process, "family")
+    session_id = await family_call(in_process, grandson, grandma, "Hi Grandma")
+    base = str(in_process.make_url("")).rstrip("/")
+    tv, caller = sdk(in_process, grandma.access_token), sdk(in_process, grandson.access_token)
+    try:
+        await tv.connect(grandma.access_token, base.replace("http", "ws", 1) + "/ws", join=False)
+        await caller.join_session(session_id)
+        await caller.wait_for("joined")
+        ring = await tv.wait_for("incoming-call")
+        await tv.accept_call(ring.data["session_id"])
+        await tv.wait_for("joined")
+        await tv.wait_for("resume-token")
+        assert tv.session_id == session_id and tv.peer_id is not None
+        await asyncio.wait_for(caller.links[tv.peer_id].connected.wait(), 20)
+        peer_id = tv.peer_id
+        ws = tv._ws
+        assert ws is not None and ws._response.connection is not None
+        ws._response.connection.transport.abort()  # type: ignore[union-attr]
+        back = await tv.wait_for("reconnected")
+        assert back.data["resumed"] is True and back.data["session_id"] == session_id
+        assert tv.peer_id == peer_id
+        await caller.wait_for("peer-resumed", peer=peer_id)
+        await caller.chat("can you hear me?")
+        assert (await tv.wait_for("chat")).data["text"] == "can you hear me?"
+        assert caller.links[peer_id].state == "connected"
+    finally:
+        await tv.close()
+        await caller.close()
 
 
 async def test_refused_resume_comes_back_as_a_new_peer(

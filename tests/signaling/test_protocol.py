@@ -722,6 +722,7 @@ def server_samples(sdp: str) -> dict[str, dict[str, Any]]:
             "title": "Sunday call",
             "auto_answer": True,
         },
+        {"type": "resume-token", "resume_token": "r.t.s", "session_id": "ses_2"},
         {"type": "call-cancelled", "session_id": "ses_2", "reason": "answered_elsewhere"},
         {"type": "call-declined", "session_id": "ses_2", "user_id": "usr_grandpa"},
         {"type": "session-ended", "session_id": "ses_1", "reason": "ended"},

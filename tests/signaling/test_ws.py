@@ -14,7 +14,7 @@ from broker.app import SIGNALING
 from broker.config import Settings
 from broker.domain import Role
 from signaling import protocol
-from tests.support.app import Account, app_services, signed_up, staff_account
+from tests.support.app import Account, app_services, family_call, signed_up, staff_account
 from tests.support.wsclient import Peer, mixed_relay_in_order, open_peer
 
 SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
@@ -44,24 +44,6 @@ async def join_token(client: Any, session_id: str, who: Account) -> str:
     resp = await client.post(f"/api/v1/sessions/{session_id}/join", headers=who.headers)
     assert resp.status == 200, await resp.text()
     return str((await resp.json())["join_token"])
-
-
-async def family_call(client: Any, caller: Account, callee: Account, title: str) -> str:
-    """A family call starting in two minutes (inside its join window); returns its id."""
-    start = datetime.now(UTC) + timedelta(minutes=2)
-    resp = await client.post(
-        "/api/v1/sessions",
-        json={
-            "kind": "family_call",
-            "title": title,
-            "start": start.isoformat(),
-            "end": (start + timedelta(minutes=30)).isoformat(),
-            "participant_ids": [callee.user_id],
-        },
-        headers=caller.headers,
-    )
-    assert resp.status == 201, await resp.text()
-    return str((await resp.json())["items"][0]["id"])
 
 
 @pytest.fixture
@@ -304,6 +286,51 @@ async def test_family_call_rings_an_idle_tv(client: Any) -> None:
     joined = await tv.expect("joined")
     assert [p["peer_id"] for p in joined["peers"]] == [caller.welcome["peer_id"]]
     assert (await caller.expect("peer-joined"))["peer"]["subject"] == grandma.user_id
+
+
+async def test_a_tv_that_took_a_call_on_its_idle_socket_resumes_in_it(client: Any) -> None:
+    grandma = await signed_up(client, "family")
+    grandson = await signed_up(client, "family")
+    tv = await connect(client, grandma.access_token)
+    session_id = await family_call(client, grandson, grandma, "Hi Grandma")
+    caller = await connect(client, await join_token(client, session_id, grandson))
+    await caller.send(type="join")
+    await caller.expect("joined")
+    await tv.expect("incoming-call")
+    await tv.send(type="accept", session_id=session_id)
+    await tv.expect("joined")
+    token = await tv.expect("resume-token")
+    assert token["session_id"] == session_id
+    assert token["resume_token"] != tv.welcome["resume_token"]
+    await caller.expect("peer-joined")
+    resume = {
+        "peer_id": tv.welcome["peer_id"],
+        "token": token["resume_token"],
+        "last_seq": tv.last_seq,
+    }
+    await tv.ws.close()
+    await caller.expect("peer-reconnecting")
+    await caller.send(type="chat", text="still there?")
+    await caller.send(type="offer", to=resume["peer_id"], sdp=SDP)
+    # the welcome's token (for the idle connection) does not put it back in the call...
+    idle = dict(resume, token=tv.welcome["resume_token"])
+    fresh = await connect(client, grandma.access_token, idle)
+    assert fresh.welcome["resumed"] is False and fresh.welcome["session_id"] is None
+    await fresh.ws.close()
+    # ...nor does the call's token with someone else's access token
+    grandson_tv = await connect(client, grandson.access_token, resume)
+    assert grandson_tv.welcome["resumed"] is False
+    await grandson_tv.ws.close()
+    # the call's token with her own access token does, with what she missed, in order
+    back = await connect(client, grandma.access_token, resume)
+    assert back.welcome["resumed"] is True
+    assert back.welcome["peer_id"] == resume["peer_id"]
+    assert back.welcome["session_id"] == session_id
+    assert (await back.expect("chat"))["text"] == "still there?"
+    assert (await back.expect("offer"))["from"] == caller.welcome["peer_id"]
+    await caller.expect("peer-resumed")
+    await back.send(type="answer", to=caller.welcome["peer_id"], sdp=SDP)
+    assert (await caller.expect("answer"))["from"] == resume["peer_id"]
 
 
 async def test_slow_reader_is_disconnected_not_buffered(client: Any, checkup: Any) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -193,3 +194,21 @@ async def staff_account(
 async def clinic_admin(client: TestClient[Any, Any]) -> Account:
     """The logged-in admin of a fresh clinic."""
     return await staff_account(client)
+
+
+async def family_call(client: Any, caller: Account, callee: Account, title: str) -> str:
+    """A family call starting in two minutes (inside its join window); returns its id."""
+    start = datetime.now(UTC) + timedelta(minutes=2)
+    resp = await client.post(
+        "/api/v1/sessions",
+        json={
+            "kind": "family_call",
+            "title": title,
+            "start": start.isoformat(),
+            "end": (start + timedelta(minutes=30)).isoformat(),
+            "participant_ids": [callee.user_id],
+        },
+        headers=caller.headers,
+    )
+    assert resp.status == 201, await resp.text()
+    return str((await resp.json())["items"][0]["id"])
