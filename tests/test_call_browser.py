@@ -14,6 +14,7 @@ Pages must run without console errors or uncaught exceptions. Screenshots go to
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -143,6 +144,33 @@ def watch() -> Iterator[Watch]:
     w = Watch()
     yield w
     w.assert_clean()
+
+
+# Every WebSocket the page opens, kept where the test can reach it, and a way to lose one the
+# way a network does: the page sees close code 1006 (a close the page asks for would be echoed
+# by the server as a normal close, 1000, which a client rightly takes as final).
+KEEP_SOCKETS = """(() => {
+  const Real = window.WebSocket;
+  window.__sockets = [];
+  window.WebSocket = class extends Real {
+    constructor(...args) { super(...args); window.__sockets.push(this); }
+    lose() {
+      const closed = this.onclose;
+      this.onclose = null;
+      this.onmessage = null;
+      this.close();
+      if (closed) closed({ code: 1006, reason: "" });
+    }
+  };
+})();"""
+DROP_SOCKETS = "window.__sockets.filter((s) => s.readyState === 1).forEach((s) => s.lose())"
+OPEN_SOCKETS = "window.__sockets.filter((s) => s.readyState === 1).length"
+
+
+def keep_welcome(frame: str | bytes, welcomes: list[dict[str, Any]]) -> None:
+    message = json.loads(frame)
+    if message.get("type") == "welcome":
+        welcomes.append(message)
 
 
 def new_page(browser: Any, watch: Watch, name: str, viewport: dict[str, int]) -> Any:
@@ -429,6 +457,7 @@ def test_tv_rings_accepts_with_the_remote_and_auto_answers_trusted_callers(
     # the TV pairs (approved over REST: the phone's pairing page has its own test)
     watch.expected.add(("/api/v1/device/token", 400))  # authorization_pending while waiting
     tv = new_page(browser, watch, "tv", TV)
+    tv.add_init_script(KEEP_SOCKETS)
     tv.goto(broker.url + "/tv")
     code = tv.locator(".user-code").inner_text()
     approved = broker.call(
@@ -454,6 +483,24 @@ def test_tv_rings_accepts_with_the_remote_and_auto_answers_trusted_callers(
     tv.locator(".tile-remote", has_text="Sam Grandson").wait_for()
     phone.locator(".tile-remote", has_text="Grandma Rose").wait_for()
     shot(tv, "tv-in-call")
+
+    # the TV's socket drops mid-call: it comes back as the same peer (resume-token), and the
+    # phone never sees Grandma leave; the media went on meanwhile
+    welcomes: list[dict[str, Any]] = []
+    tv.on("websocket", lambda ws: ws.on("framereceived", lambda f: keep_welcome(f, welcomes)))
+    tv.evaluate(DROP_SOCKETS)
+    phone.locator(".tile-remote", has_text="Grandma Rose").get_by_text("Reconnecting").wait_for()
+    phone.locator(".tile-remote", has_text="Grandma Rose").get_by_text("Reconnecting").wait_for(
+        state="detached"
+    )
+    tv.get_by_text("In the call", exact=True).wait_for()
+    assert tv.evaluate(OPEN_SOCKETS) == 1
+    assert [(w["resumed"], w["session_id"]) for w in welcomes] == [
+        (True, booked.json()["items"][0]["id"])
+    ]
+    assert "left" not in phone.locator("main").inner_text()
+    wait_for_hd({"tv": tv, "phone": phone})
+    shot(tv, "tv-resumed")
 
     # the remote moves along the big buttons and leaves
     assert tv.evaluate("document.activeElement.textContent") == "Mute microphone"
