@@ -22,6 +22,8 @@ before anyone makes them (the patches live here only; the broker's code is not t
   full pass walks only what is newer (the broker freezes once, after start-up);
 * ``gc-log``: collections timed, their count, total and longest per generation printed at
   exit (in the variant's log);
+* ``replay-16``: each peer's replay buffer keeps 16 frames instead of 256 (does cycling a
+  bigger buffer through memory cost the relay anything?);
 * ``switch-1ms``: ``sys.setswitchinterval(0.001)``: the SQLite thread gets the GIL back after
   at most 1 ms instead of 5 ms while the event loop is busy (join latency).
 
@@ -47,6 +49,7 @@ PATCHES = (
     "no-gc",
     "gc-refreeze",
     "gc-log",
+    "replay-16",
 )
 
 # Same rules as protocol.check_sdp (lines end in \n or \r\n, blank lines allowed): a line
@@ -168,6 +171,10 @@ def main() -> None:
         patch_gc(refreeze="gc-refreeze" in chosen, report="gc-log" in chosen)
     if "switch-1ms" in chosen:
         sys.setswitchinterval(0.001)
+    if "replay-16" in chosen:
+        from signaling.bus import memory
+
+        memory.REPLAY_LIMIT = 16
     if "uvloop" in chosen:
         import uvloop
 

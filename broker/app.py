@@ -43,7 +43,7 @@ from broker.scheduling.service import EventSink, Scheduling
 from broker.scheduling.sweeper import Sweeper
 from broker.store.base import Store
 from broker.tokens import KeyRing, Tokens, load_local_keys
-from broker.webhooks import Outbox, Webhooks, WebhookWorker
+from broker.webhooks import POLL_ALONE, POLL_SHARED, Outbox, Webhooks, WebhookWorker
 from signaling.bus.base import Bus
 from signaling.handler import SignalingHandler
 from signaling.node import SignalingNode
@@ -153,7 +153,11 @@ def create_app(settings: Settings, hash_params: HashParams | None = None) -> web
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         store = await open_store(settings)
-        worker = WebhookWorker(store, private_targets=settings.webhook_private_targets)
+        worker = WebhookWorker(
+            store,
+            poll_interval=POLL_SHARED if settings.redis_url else POLL_ALONE,
+            private_targets=settings.webhook_private_targets,
+        )
         events = Fanout([Outbox(store, wake=worker.wake)])
         try:
             svc = app[SERVICES] = await build_services(settings, store, events, hash_params)

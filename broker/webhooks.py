@@ -20,6 +20,7 @@ import base64
 import builtins
 import contextlib
 import hashlib
+import heapq
 import hmac
 import logging
 import random
@@ -42,6 +43,11 @@ from broker.scheduling.model import Delivery, Event, WebhookEndpoint
 from broker.store.schedule_base import ScheduleStore
 
 NOT_PUBLIC = "refused: not a public address"  # the error of a delivery to a private network
+# How often an idle worker looks for deliveries nobody told it about: often where several
+# nodes share the store (another node's events wake only that node's worker), rarely where it
+# is the only one (every event wakes it, and it wakes itself for the retries it schedules).
+POLL_SHARED = 0.5
+POLL_ALONE = 5.0
 log = logging.getLogger(__name__)
 
 # Event types (the ``type`` of a payload and of an endpoint's ``event_types`` filter).
@@ -246,7 +252,7 @@ class WebhookWorker:
         store: ScheduleStore,
         *,
         node_id: str | None = None,
-        poll_interval: float = 0.5,
+        poll_interval: float = POLL_SHARED,
         lease_ttl: float = 15.0,
         request_timeout: float = 5.0,
         batch_size: int = 50,
@@ -272,6 +278,8 @@ class WebhookWorker:
         self._clock = clock
         self._private = private_targets  # else public addresses only (broker/egress.py)
         self._wakeup = asyncio.Event()
+        self._retries: list[datetime] = []  # a heap: when the retries it scheduled fall due
+        self._looked_at = datetime.min.replace(tzinfo=UTC)  # the last pass's query time
         self._pass = asyncio.Lock()  # one pass at a time: a delivery is never sent twice at once
         self._stopping = False
         self._held = False
@@ -336,8 +344,22 @@ class WebhookWorker:
                 self._failing = True
             if sent == 0 and not self._stopping:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), self._poll)
+                    await asyncio.wait_for(self._wakeup.wait(), self._idle_wait())
                 self._wakeup.clear()
+
+    def _idle_wait(self) -> float:
+        """Seconds to the next pass with nothing to do: the poll interval, or less when a
+        retry this worker scheduled falls due sooner."""
+        retries = self._retries
+        while retries and retries[0] <= self._looked_at:
+            heapq.heappop(retries)  # the last pass found it due
+        if not retries:
+            return self._poll
+        return max(0.0, min(self._poll, (retries[0] - self._clock()).total_seconds()))
+
+    def _retry_at(self, when: datetime) -> datetime:
+        heapq.heappush(self._retries, when)
+        return when
 
     async def _renew(self) -> bool:
         """Hold the lease: take or extend it when a third of its time has passed."""
@@ -363,7 +385,8 @@ class WebhookWorker:
     async def _run_pass(self) -> int:
         if not await self._renew():
             return 0
-        due = await self._store.due_deliveries(self._clock(), self._batch)
+        self._looked_at = now = self._clock()
+        due = await self._store.due_deliveries(now, self._batch)
         if not due:
             return 0
         endpoints = {
@@ -390,7 +413,7 @@ class WebhookWorker:
             log.info("webhook dropped: endpoint deleted", extra=ids)
             return
         if endpoint.disabled:
-            later = now + timedelta(seconds=self._cap)
+            later = self._retry_at(now + timedelta(seconds=self._cap))
             await self._store.mark_failed(d.id, d.attempts, later, "endpoint disabled")
             return
         if not await self._renew():  # another node took over; it will send this one
@@ -404,9 +427,8 @@ class WebhookWorker:
             return
         attempts = d.attempts + 1
         delay = retry_delay(attempts, self._base, self._cap, self._jitter, random.random())
-        await self._store.mark_failed(
-            d.id, attempts, self._clock() + timedelta(seconds=delay), error
-        )
+        later = self._retry_at(self._clock() + timedelta(seconds=delay))
+        await self._store.mark_failed(d.id, attempts, later, error)
         log.warning(
             "webhook delivery failed",
             extra={

@@ -50,7 +50,8 @@ class SignalingNode:
         self._loop = asyncio.get_running_loop()
         await self.bus.start(self._deliver, self.batch.end)
         await self.bus.heartbeat(HEARTBEAT_TTL)
-        self._loops.append(asyncio.create_task(self._liveness(), name="signaling-liveness"))
+        if self.bus.shared:  # alone, no node can die but this one: nothing to watch
+            self._loops.append(asyncio.create_task(self._liveness(), name="signaling-liveness"))
 
     def _deliver(self, peer_id: str, seq: int, frame: bytes) -> None:
         entry = self.local.get(peer_id)

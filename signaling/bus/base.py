@@ -59,6 +59,12 @@ class Bus(Protocol):
     @property
     def node_id(self) -> str: ...
 
+    @property
+    def shared(self) -> bool:
+        """Whether other nodes may use this bus too (then a node keeps its liveness key
+        fresh and takes over the peers of nodes that died)."""
+        ...
+
     async def start(self, deliver: Deliver, delivered: Delivered | None = None) -> None:
         """Begin receiving frames for peers claimed by this node. A bus that receives frames in
         reads of its own calls ``delivered`` after each read's deliveries (the node writes

@@ -89,6 +89,10 @@ class MemoryBus:
     def node_id(self) -> str:
         return self._node_id
 
+    @property
+    def shared(self) -> bool:
+        return False  # this node is the only node
+
     async def start(self, deliver: Deliver, delivered: Delivered | None = None) -> None:
         self._deliver = deliver  # called in the sender's turn: no reads of its own to end
 

@@ -165,6 +165,10 @@ class RedisBus:
     def node_id(self) -> str:
         return self._node_id
 
+    @property
+    def shared(self) -> bool:
+        return True
+
     def _peer_keys(self, peer_id: str) -> tuple[str, str, str]:
         tag = f"{self._prefix}:{{p:{peer_id}}}"
         return f"{tag}:seq", f"{tag}:buf", f"{tag}:node"

@@ -24,7 +24,7 @@ from broker.api import webhooks as webhooks_api
 from broker.domain import Role, new_id
 from broker.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from broker.policy import Principal
-from broker.scheduling.model import Event, WebhookEndpoint
+from broker.scheduling.model import Delivery, Event, WebhookEndpoint
 from broker.store.base import Store
 from broker.store.redis import RedisStore
 from broker.store.sqlite import SqliteStore
@@ -376,6 +376,39 @@ async def test_a_failing_receiver_gets_the_event_on_retry_and_order_holds(
     log = await hooks.deliveries(ADMIN, CLINIC, endpoint.id, 10)
     assert [(d.attempts, d.last_error) for d in log] == [(2, "HTTP 500"), (0, None)]
     assert all(d.delivered_at is not None for d in log)
+
+
+async def test_a_worker_alone_on_its_store_polls_seldom_and_still_retries_on_time(
+    store: Store, receiver: Receiver
+) -> None:
+    """A broker without Redis looks at its store every few seconds only (POLL_ALONE): new
+    events wake the worker, and so do the retries it schedules, when they fall due."""
+    hooks = Webhooks(store, private_targets=True)
+    await hooks.create(ADMIN, CLINIC, receiver.url)
+    receiver.fail_next = 2  # retried after 0.2 s, then 0.4 s
+    worker = await running(fast_worker(store, poll_interval=60.0, base_delay=0.2))
+    outbox = Outbox(store, wake=worker.wake)
+    looked = 0
+    due_deliveries = store.due_deliveries
+
+    async def counted(now: datetime, limit: int) -> list[Delivery]:
+        nonlocal looked
+        looked += 1
+        return await due_deliveries(now, limit)
+
+    store.due_deliveries = counted  # type: ignore[method-assign]
+    try:
+        started = time.monotonic()
+        await outbox.emit(event("ses_1"))
+        await receiver.wait_for(1, timeout=5.0)
+        took = time.monotonic() - started
+        await asyncio.sleep(1.0)  # idle now: no more looks
+    finally:
+        await worker.stop()
+
+    assert receiver.failures == 2
+    assert 0.6 <= took < 5.0
+    assert looked <= 8  # a look per wake-up (event, two retries) and after each pass
 
 
 async def test_redirects_are_not_followed(store: Store, receiver: Receiver) -> None:
