@@ -205,9 +205,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# glibc's malloc as a long-running server finds it after a while, for every server from the
+# start. The stdlib event loop reads into a fresh 256 KiB buffer: above glibc's initial 128 KiB
+# mmap threshold, so each read costs an mmap, an mremap, a munmap and two page faults until
+# the first buffer freed whole (a read that found nothing) raises the threshold to its size,
+# and the trim threshold to twice that. When that happens varies from run to run, and the bare
+# relay's CPU per candidate moved by half between the two states (docs/performance.md). A
+# GLIBC_TUNABLES of the caller's own is kept.
+MALLOC_SETTLED = "glibc.malloc.mmap_threshold=524288:glibc.malloc.trim_threshold=1048576"
+
+
 def env() -> dict[str, str]:
-    """The environment for child processes: no ``BROKER_*`` settings, the repo importable."""
+    """The environment for child processes: no ``BROKER_*`` settings, the repo importable,
+    malloc settled (``MALLOC_SETTLED``)."""
     out = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
+    out.setdefault("GLIBC_TUNABLES", MALLOC_SETTLED)
     out["PYTHONPATH"] = str(ROOT) + (os.pathsep + out["PYTHONPATH"] if "PYTHONPATH" in out else "")
     out["PYTHONUNBUFFERED"] = "1"
     return out
