@@ -279,7 +279,7 @@ class WebhookWorker:
         self._private = private_targets  # else public addresses only (broker/egress.py)
         self._wakeup = asyncio.Event()
         self._retries: list[datetime] = []  # a heap: when the retries it scheduled fall due
-        self._looked_at = datetime.min.replace(tzinfo=UTC)  # the last pass's query time
+        self._looked_at: datetime | None = None  # the last pass's query time
         self._pass = asyncio.Lock()  # one pass at a time: a delivery is never sent twice at once
         self._stopping = False
         self._held = False
@@ -343,15 +343,16 @@ class WebhookWorker:
                     )
                 self._failing = True
             if sent == 0 and not self._stopping:
+                wait = self._poll if self._failing else self._idle_wait()  # no haste on errors
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), self._idle_wait())
+                    await asyncio.wait_for(self._wakeup.wait(), wait)
                 self._wakeup.clear()
 
     def _idle_wait(self) -> float:
         """Seconds to the next pass with nothing to do: the poll interval, or less when a
         retry this worker scheduled falls due sooner."""
-        retries = self._retries
-        while retries and retries[0] <= self._looked_at:
+        retries, looked_at = self._retries, self._looked_at
+        while retries and looked_at is not None and retries[0] <= looked_at:
             heapq.heappop(retries)  # the last pass found it due
         if not retries:
             return self._poll
@@ -384,6 +385,7 @@ class WebhookWorker:
 
     async def _run_pass(self) -> int:
         if not await self._renew():
+            self._retries.clear()  # the lease holder sends them (and polls for them)
             return 0
         self._looked_at = now = self._clock()
         due = await self._store.due_deliveries(now, self._batch)

@@ -411,6 +411,37 @@ async def test_a_worker_alone_on_its_store_polls_seldom_and_still_retries_on_tim
     assert looked <= 8  # a look per wake-up (event, two retries) and after each pass
 
 
+async def test_a_worker_whose_store_fails_waits_its_poll_between_tries(
+    store: Store, receiver: Receiver
+) -> None:
+    """A retry that fell due while the store is failing does not make the worker hammer it."""
+    hooks = Webhooks(store, private_targets=True)
+    await hooks.create(ADMIN, CLINIC, receiver.url)
+    receiver.fail_next = 1
+    worker = await running(fast_worker(store, poll_interval=0.3, base_delay=1.0))
+    outbox = Outbox(store, wake=worker.wake)
+    tries = 0
+
+    async def failing(*args: Any) -> Any:
+        nonlocal tries
+        tries += 1
+        raise ConnectionError("store down")
+
+    try:
+        await outbox.emit(event("ses_1"))
+        deadline = time.monotonic() + WAIT
+        while receiver.failures == 0:  # the first attempt failed: a retry is scheduled
+            assert time.monotonic() < deadline, "no first attempt"
+            await asyncio.sleep(0.01)
+        store.due_deliveries = failing  # type: ignore[method-assign]
+        store.acquire_lease = failing  # type: ignore[method-assign]
+        await asyncio.sleep(2.0)  # the lease is to be renewed (0.67 s), then the retry falls due
+    finally:
+        await worker.stop()
+
+    assert 1 <= tries <= 10  # one try per poll (0.3 s), not one per turn of the loop
+
+
 async def test_redirects_are_not_followed(store: Store, receiver: Receiver) -> None:
     endpoint = await Webhooks(store, private_targets=True).create(
         ADMIN, CLINIC, receiver.url.replace("/hooks", "/moved")
