@@ -367,6 +367,8 @@ class SignalingHandler:
             await rooms.kick(sid, peer_id, msg.peer, msg.reason, msg.id)
         elif isinstance(msg, protocol.Mute):
             await rooms.mute(sid, peer_id, msg.peer, msg.kind, msg.id)
+        elif isinstance(msg, protocol.Media):
+            await rooms.media(sid, peer_id, msg.audio, msg.video, msg.id)
         elif isinstance(msg, protocol.End):
             await rooms.end(sid, peer_id, msg.id)
         elif isinstance(msg, protocol.Leave):

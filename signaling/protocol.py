@@ -139,6 +139,13 @@ class Mute(_Msg, frozen=True, kw_only=True, tag="mute"):
     kind: Literal["audio", "video"] = "audio"
 
 
+class Media(_Msg, frozen=True, kw_only=True, tag="media"):
+    """The sender's own microphone and camera: on (True) or off."""
+
+    audio: bool
+    video: bool
+
+
 class End(_Msg, frozen=True, kw_only=True, tag="end"):
     pass
 
@@ -175,6 +182,7 @@ ClientMessage = (
     | Deny
     | Kick
     | Mute
+    | Media
     | End
     | Chat
     | Leave
@@ -192,6 +200,7 @@ CLIENT_TYPES: tuple[type[_Msg], ...] = (
     Deny,
     Kick,
     Mute,
+    Media,
     End,
     Chat,
     Leave,

@@ -40,7 +40,14 @@ def peer_view(p: PeerRecord) -> dict[str, Any]:
         "role": p.role,
         "name": p.name,
         "state": p.state,
+        "audio": p.audio,
+        "video": p.video,
     }
+
+
+def waiting_order(peers: list[PeerRecord]) -> list[PeerRecord]:
+    """The waiting room, first come first."""
+    return sorted((p for p in peers if p.state == WAITING), key=lambda p: (p.since, p.peer_id))
 
 
 def profile_view(session: Session) -> dict[str, Any]:
@@ -172,13 +179,15 @@ class Rooms:
 
     async def _announce_waiting(self, session_id: str, peers: list[PeerRecord]) -> None:
         """Tell each waiting peer its position, and the hosts the whole list."""
-        waiting = sorted(
-            (p for p in peers if p.state == WAITING), key=lambda p: (p.since, p.peer_id)
-        )
+        waiting = waiting_order(peers)
         for position, p in enumerate(waiting, start=1):
             await self.send(
                 p.peer_id, {"type": "waiting", "session_id": session_id, "position": position}
             )
+        await self._show_waiting_room(peers, waiting)
+
+    async def _show_waiting_room(self, peers: list[PeerRecord], waiting: list[PeerRecord]) -> None:
+        """The hosts in the call get the whole waiting list."""
         for host in peers:
             if host.role == ParticipantRole.HOST.value and host.state != WAITING:
                 await self.send(
@@ -243,6 +252,27 @@ class Rooms:
         if who is None:
             raise protocol.ProtocolError(protocol.UNKNOWN_PEER, "no such peer here", ref)
         await self.send(target, {"type": "mute-request", "from": host_id, "kind": kind})
+
+    async def media(
+        self, session_id: str, peer_id: str, audio: bool, video: bool, ref: str | None
+    ) -> None:
+        """The peer's microphone and camera, on or off: kept on its record (``joined`` and
+        ``peer-joined`` show it) and told to the others in the call (``peer-media``)."""
+        async with self._bus.room_lock(session_id):
+            me = await self._bus.get_peer(session_id, peer_id)
+            if me is None:
+                raise protocol.ProtocolError(protocol.NOT_JOINED, "join first", ref)
+            if (me.audio, me.video) == (audio, video):
+                return
+            await self._bus.put_peer(replace(me, audio=audio, video=video))
+            peers = await self._bus.room_peers(session_id)  # under the lock: no one missed
+            if me.state == WAITING:  # the hosts see it in the waiting room, the rest later
+                await self._show_waiting_room(peers, waiting_order(peers))
+                return
+        message = {"type": "peer-media", "from": peer_id, "audio": audio, "video": video}
+        for p in peers:
+            if p.peer_id != peer_id and p.state != WAITING:
+                await self.send(p.peer_id, message)
 
     async def end(
         self, session_id: str, host_id: str, ref: str | None, reason: str = "ended"

@@ -45,6 +45,11 @@ _CLIENT_NOTES: dict[str, str] = {
     "deny": "Hosts: turn one waiting peer away.",
     "kick": "Hosts: remove one peer from the session.",
     "mute": "Hosts: ask one peer to mute its audio or video (a request, not enforced).",
+    "media": (
+        "Your own microphone (`audio`) and camera (`video`), on (true) or off. The others in "
+        "the call get `peer-media`, and see it in `joined` and `peer-joined` (`audio`, "
+        "`video` of a peer); a peer that never says so counts as both on."
+    ),
     "end": "Hosts: end the session for everyone.",
     "chat": "A text message to everyone in the call.",
     "leave": "Leave the session for good; the server then closes the socket (1000).",
@@ -57,6 +62,8 @@ _CLIENT_FIELDS: dict[str, str] = {
     "id": "Your reference for this message: an `error` about it carries it as `ref`",
     "to": "The addressee: a peer id from `joined`, `peer-joined` or `waiting-room`",
     "peer": "The peer the host acts on",
+    "audio": "Your microphone is on",
+    "video": "Your camera is on",
 }
 
 
@@ -129,8 +136,10 @@ _DEFS: dict[str, Schema] = {
             "role": _enum("Participant role", *ROLES),
             "name": _nullable(_string("Display name (guests); null for users")),
             "state": _enum("Where the peer is", *PEER_STATES),
+            "audio": {"type": "boolean", "description": "Its microphone is on (`media`)"},
+            "video": {"type": "boolean", "description": "Its camera is on (`media`)"},
         },
-        "required": ["peer_id", "subject", "role", "name", "state"],
+        "required": ["peer_id", "subject", "role", "name", "state", "audio", "video"],
         "additionalProperties": False,
     },
     "IceServer": {
@@ -362,6 +371,15 @@ def server_schemas() -> dict[str, Schema]:
             "mute-request",
             "A host asks you to mute your audio or video (your client decides).",
             {"kind": _enum("What to mute", *MEDIA_KINDS)},
+            relayed=True,
+        ),
+        _server(
+            "peer-media",
+            "A peer in the call turned its microphone or camera on or off (`media`).",
+            {
+                "audio": {"type": "boolean", "description": "Its microphone is on"},
+                "video": {"type": "boolean", "description": "Its camera is on"},
+            },
             relayed=True,
         ),
         _server(

@@ -53,6 +53,8 @@ class PeerRecord:
     device: str | None = None
     before: str | None = None  # the state to return to when a reconnecting peer resumes
     away_since: float | None = None  # unix time the socket dropped (state "reconnecting")
+    audio: bool = True  # its microphone is on, as it last said (``media``)
+    video: bool = True  # its camera is on
 
 
 class Bus(Protocol):

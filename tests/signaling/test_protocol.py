@@ -138,6 +138,7 @@ def client_samples(sdp: str) -> dict[str, dict[str, Any]]:
         "deny": {"type": "deny", "peer": "peer-p", "reason": "wrong visit"},
         "kick": {"type": "kick", "peer": "peer-p", "reason": None},
         "mute": {"type": "mute", "peer": "peer-p", "kind": "video"},
+        "media": {"type": "media", "id": "m1", "audio": False, "video": True},
         "end": {"type": "end"},
         "chat": {"type": "chat", "text": "Hallo, können Sie mich hören?"},
         "leave": {"type": "leave"},
@@ -296,6 +297,8 @@ INVALID_FIELDS: list[dict[str, Any]] = [
         "candidate": {"candidate": "", "sdpMLineIndex": "0"},
     },
     {"type": "mute", "id": "r", "peer": "p", "kind": "screen"},
+    {"type": "media", "id": "r", "audio": "off", "video": True},
+    {"type": "media", "id": "r", "audio": False},
     {"type": "chat", "id": "r", "text": None},
     {"type": "accept", "id": "r", "session_id": 12},
     # missing fields
@@ -649,6 +652,8 @@ PEER = {
     "role": "patient",
     "name": None,
     "state": "waiting",
+    "audio": True,
+    "video": True,
 }
 GUEST = {
     "peer_id": "peer-g",
@@ -656,6 +661,8 @@ GUEST = {
     "role": "interpreter",
     "name": "Ana (interpreter)",
     "state": "in_call",
+    "audio": False,
+    "video": True,
 }
 
 
@@ -713,6 +720,7 @@ def server_samples(sdp: str) -> dict[str, dict[str, Any]]:
         relayed_candidate,
         {"type": "chat", "from": "peer-a", "text": "hi", "at": "2026-03-01T09:30:00.123456+00:00"},
         {"type": "mute-request", "from": "peer-a", "kind": "audio"},
+        {"type": "peer-media", "from": "peer-g", "audio": False, "video": True},
         {
             "type": "incoming-call",
             "session_id": "ses_2",

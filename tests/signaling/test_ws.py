@@ -119,6 +119,51 @@ async def test_waiting_room_admit_relay_and_chat(client: Any, checkup: Any) -> N
     await guest.close()
 
 
+async def test_microphone_and_camera_state_reaches_the_others_and_later_arrivals(
+    client: Any, checkup: Any
+) -> None:
+    """`media` stays on the peer's record: the hosts see a waiting peer's in the waiting room,
+    the peers in the call get `peer-media`, and whoever arrives later sees it in `joined`."""
+    session_id, doc, patient = checkup
+    host = await connect(client, await join_token(client, session_id, doc))
+    await host.send(type="join")
+    assert (await host.expect("joined"))["peers"] == []
+    guest = await connect(client, await join_token(client, session_id, patient))
+    await guest.send(type="join")
+    await guest.expect("waiting")
+    room = await host.expect("waiting-room")
+    assert [(p["audio"], p["video"]) for p in room["waiting"]] == [(True, True)]
+
+    await guest.send(type="media", audio=False, video=True)  # muted while waiting
+    room = await host.expect("waiting-room")
+    assert [(p["audio"], p["video"]) for p in room["waiting"]] == [(False, True)]
+    await host.send(type="admit", peer=guest.welcome["peer_id"])
+    joined = await guest.expect("joined")
+    assert [(p["peer_id"], p["audio"], p["video"]) for p in joined["peers"]] == [
+        (host.welcome["peer_id"], True, True)
+    ]
+    arrived = (await host.expect("peer-joined"))["peer"]
+    assert (arrived["peer_id"], arrived["audio"], arrived["video"]) == (
+        guest.welcome["peer_id"],
+        False,
+        True,
+    )
+
+    await host.send(type="media", audio=True, video=False)
+    told = await guest.expect("peer-media")
+    assert (told["from"], told["audio"], told["video"]) == (host.welcome["peer_id"], True, False)
+    await guest.send(type="media", audio=False, video=True)  # no change: nothing is sent
+    await guest.send(type="chat", text="can you see me?")
+    while (message := await asyncio.wait_for(host.inbox.get(), 5))["type"] != "chat":
+        assert message["type"] != "peer-media"
+
+    await guest.send(type="media", id="m1", audio="off", video=True)
+    error = await guest.expect("error")
+    assert (error["code"], error["ref"]) == ("invalid_message", "m1")
+    await host.close()
+    await guest.close()
+
+
 async def test_messages_keep_their_order_whichever_lane_takes_them(
     client: Any, checkup: Any
 ) -> None:
