@@ -128,6 +128,8 @@ class BrokerClient:
         self.session_id: str | None = None
         self.role: str | None = None
         self.quality: Mapping[str, Any] = {}
+        # peer id -> (microphone on, camera on), as each peer in the call last said (media)
+        self.peer_media: dict[str, tuple[bool, bool]] = {}
         self.welcome: Mapping[str, Any] = {}
         self.last_seq = 0
         self._tracks = list(tracks)
@@ -311,13 +313,18 @@ class BrokerClient:
             self.role = str(message.get("role"))
             self.quality = dict(message.get("quality") or {})
             for peer in message.get("peers", ()):
+                self._note_media(peer, str(peer["peer_id"]))
                 self._link(str(peer["peer_id"])).offer()
         elif kind == "resume-token":  # a call taken on this idle connection: resume into it
             self._resume_token = str(message["resume_token"])
             self.session_id = str(message["session_id"])
         elif kind == "peer-joined" and sender is not None:
+            self._note_media(message["peer"], sender)
             self._link(sender)
+        elif kind == "peer-media" and sender is not None:
+            self._note_media(message, sender)
         elif kind == "peer-left" and sender is not None:
+            self.peer_media.pop(sender, None)
             link = self.links.pop(sender, None)
             if link is not None:
                 await link.close()
@@ -325,6 +332,12 @@ class BrokerClient:
             self._finished = True
             await self._close_links()
         self._emit(Event(kind, sender, message))
+
+    def _note_media(self, fields: Mapping[str, Any], peer_id: str) -> None:
+        self.peer_media[peer_id] = (
+            bool(fields.get("audio", True)),
+            bool(fields.get("video", True)),
+        )
 
     def _link(self, remote_id: str) -> PeerLink:
         link = self.links.get(remote_id)
@@ -440,6 +453,11 @@ class BrokerClient:
 
     async def chat(self, text: str) -> None:
         await self._send({"type": "chat", "text": text})
+
+    async def media(self, *, audio: bool, video: bool) -> None:
+        """Tell the others whether this peer's microphone and camera are on (they get
+        ``peer-media``). It does not touch the tracks: stop or replace them as well."""
+        await self._send({"type": "media", "audio": audio, "video": video})
 
     async def accept_call(self, session_id: str) -> None:
         """Answer an ``incoming-call`` (a connection opened with an access token)."""

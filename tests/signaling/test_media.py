@@ -145,6 +145,11 @@ async def test_checkup_hd_video_and_data_both_ways(in_process: TestClient[Any, A
         await hd_both_ways(call)
         await call.patient.chat("can you hear me?")
         assert (await call.host.wait_for("chat")).data["text"] == "can you hear me?"
+        assert call.host.peer_media == {guest.peer_id: (True, True)}
+        await call.patient.media(audio=False, video=True)
+        told = await call.host.wait_for("peer-media", peer=guest.peer_id)
+        assert (told.data["audio"], told.data["video"]) == (False, True)
+        assert call.host.peer_media == {guest.peer_id: (False, True)}
         await finish(call)
     finally:
         await host.close()
