@@ -323,12 +323,26 @@ def test_checkup_clinician_admits_patient_hd_video_chat_and_end(
         "window.__citycall.pcs[0].getSenders().filter(s => s.track?.kind === 'audio')"
         ".every(s => !s.track.enabled)"
     )
+    pat_tile = clinician.locator(".tile-remote", has_text="Pat Patient")
+    pat_tile.locator(".tile-mic-off", has_text="Microphone off").wait_for()  # media -> peer-media
+    shot(clinician, "clinician-sees-patient-muted")
     unmute = patient.get_by_role("button", name="Unmute microphone")
     assert unmute.get_attribute("aria-pressed") == "true"
     unmute.click()
     assert patient.evaluate(
         "window.__citycall.pcs[0].getSenders().filter(s => s.track?.kind === 'audio')"
         ".every(s => s.track.enabled)"
+    )
+    pat_tile.locator(".tile-mic-off").wait_for(state="hidden")
+
+    # the patient turns her camera off and on: the clinician's tile says so, then shows her
+    patient.get_by_role("button", name="Turn camera off").click()
+    clinician.locator(".tile-remote.tile-camera-off", has_text="Pat Patient").wait_for()
+    patient.get_by_role("button", name="Turn camera on").click()
+    clinician.wait_for_function(
+        "() => [...document.querySelectorAll('.tile-remote')]"
+        ".some(t => t.textContent.includes('Pat Patient')"
+        " && !t.classList.contains('tile-camera-off'))"
     )
 
     # the clinician ends the call for everyone (after confirming)

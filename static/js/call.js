@@ -48,6 +48,7 @@ class Call {
     this.people = new Map((this.session?.participants || []).map((p) => [p.user_id, p]));
     this.micOn = true;
     this.cameraOn = true;
+    this.mediaSaid = "true,true"; // what the server has on our record (a new one: both on)
     this.unsubscribe = [];
     this._chain = Promise.resolve();
     this.screen = new CallScreen({
@@ -202,6 +203,8 @@ class Call {
         return this.peers.get(m.peer_id)?.tile.setState("Reconnecting…");
       case "peer-resumed":
         return this._peerResumed(m.peer_id);
+      case "peer-media":
+        return this.peers.get(m.from)?.tile.setMedia(m.audio, m.video);
       case "offer":
       case "answer":
       case "candidate":
@@ -243,6 +246,7 @@ class Call {
     this._phase("waiting");
     const host = [...this.people.values()].find((p) => p.role === "host")?.display_name;
     this.screen.showWaiting(position, host || "The clinician", GUEST_ROLES[this.role]);
+    this._sayMedia();
   }
 
   _joined(m) {
@@ -256,6 +260,7 @@ class Call {
     this.screen.showInCall(m.role === "host");
     for (const peer of m.peers || []) this._addPeer(peer, true);
     this._updateStage();
+    this._sayMedia();
   }
 
   _waitingRoom(waiting) {
@@ -271,6 +276,7 @@ class Call {
     this._removePeer(info.peer_id, null, true);
     const tile = new Tile(this.nameOf(info));
     tile.setState("Connecting…");
+    tile.setMedia(info.audio !== false, info.video !== false);
     const link = new PeerLink({
       localId: this.selfId,
       remoteId: info.peer_id,
@@ -377,6 +383,8 @@ class Call {
 
   _resumed() {
     this.showBanner("");
+    this.mediaSaid = null; // a `media` sent as the socket dropped may be lost: say it again
+    this._sayMedia();
     if (this.phase === "in-call") this.setStatus("In the call");
     for (const entry of this.peers.values()) {
       if (entry.link.stalled) entry.link.restartIce(this.signaling.iceServers);
@@ -388,6 +396,7 @@ class Call {
     this.showBanner("");
     for (const id of [...this.peers.keys()]) this._removePeer(id, null, true);
     this.selfId = null;
+    this.mediaSaid = "true,true";
     this.waitingList.update([]);
     this._phase("connecting");
     this.setStatus("Joining again…");
@@ -432,12 +441,21 @@ class Call {
     this.micOn = on;
     for (const track of this.stream?.getAudioTracks() || []) track.enabled = on;
     this.screen.setMic(on);
+    this._sayMedia();
   }
 
   setCamera(on) {
     this.cameraOn = on;
     for (const track of this.stream?.getVideoTracks() || []) track.enabled = on;
     this.screen.setCamera(on);
+    this._sayMedia();
+  }
+
+  /** Tell the others (`media`) when our record says otherwise: once joined, waiting or not. */
+  _sayMedia() {
+    const state = `${this.micOn},${this.cameraOn}`;
+    if (state === this.mediaSaid || (this.phase !== "waiting" && this.phase !== "in-call")) return;
+    if (this.send({ type: "media", audio: this.micOn, video: this.cameraOn })) this.mediaSaid = state;
   }
 
   leave() {

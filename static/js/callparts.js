@@ -17,6 +17,7 @@ export class Tile {
     this.video = h("video", { autoplay: true, playsinline: true, muted: local ? true : null });
     this.video.muted = local; // the attribute alone is not enough in every browser
     this.state = h("span", { class: "tile-state", hidden: true });
+    this.micOff = h("span", { class: "tile-mic-off", hidden: true }, "Microphone off");
     this.caption = h("span", { class: "tile-name" }, name);
     this.sound = h("button", { type: "button", class: "button small tile-sound", hidden: true }, "Turn on sound");
     this.sound.addEventListener("click", () => this.unmute());
@@ -24,7 +25,7 @@ export class Tile {
       "figure",
       { class: `tile${local ? " tile-local" : " tile-remote"}`, "aria-label": local ? "Your camera" : `Video of ${name}` },
       this.video,
-      h("figcaption", {}, this.caption, this.state),
+      h("figcaption", {}, this.caption, this.micOff, this.state),
       this.sound,
     );
   }
@@ -69,6 +70,12 @@ export class Tile {
 
   setCameraOff(off) {
     this.node.classList.toggle("tile-camera-off", off);
+  }
+
+  /** What the peer said of its microphone and camera (`peer-media`): shown, not guessed. */
+  setMedia(audio, video) {
+    this.micOff.hidden = audio;
+    this.setCameraOff(!video);
   }
 }
 
