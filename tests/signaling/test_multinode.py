@@ -99,6 +99,9 @@ async def test_call_across_nodes_survives_a_killed_node(two_nodes: Any) -> None:
         host, guest = await call.start(http)
         await host.send(type="chat", text="before")
         assert await _chats(guest, 1) == ["before"]
+        await guest.send(type="media", audio=False, video=True)  # node A -> the host on B
+        told = await host.expect("peer-media")
+        assert (told["from"], told["audio"], told["video"]) == (guest.peer_id, False, True)
         resume = guest.resume_info()
         a.proc.kill()  # node A dies without a word
         a.proc.wait(10)
@@ -109,6 +112,9 @@ async def test_call_across_nodes_survives_a_killed_node(two_nodes: Any) -> None:
         assert back.welcome["resumed"] is True
         assert await _chats(back, 3) == [f"while away {i}" for i in range(3)]
         await host.expect("peer-resumed")
+        await back.send(type="media", audio=True, video=True)  # a change: its record kept off
+        told = await host.expect("peer-media")
+        assert (told["from"], told["audio"], told["video"]) == (back.peer_id, True, True)
         await back.send(type="chat", text="I am back")
         heard = await host.expect("chat")
         while heard["from"] != back.peer_id:  # the host's own chats come back to it too
