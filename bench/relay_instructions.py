@@ -40,6 +40,17 @@ START_DEADLINE = 600.0  # seconds for a server to start under valgrind
 PAIRS = 20
 
 
+def load_options(parser: argparse.ArgumentParser) -> None:
+    """The paced load under valgrind: its rate and length."""
+    parser.add_argument("--rate", type=float, default=200.0, help="messages/s (under valgrind)")
+    parser.add_argument("--seconds", type=float, default=10.0)
+
+
+def require_valgrind() -> None:
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise SystemExit("needs valgrind (apt-get install valgrind)")
+
+
 def callgrind(out: Path) -> list[str]:
     return ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
 
@@ -115,11 +126,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kind", choices=("candidate", "sdp", "both"), default="both")
-    parser.add_argument("--rate", type=float, default=200.0, help="messages/s (under valgrind)")
-    parser.add_argument("--seconds", type=float, default=10.0)
+    load_options(parser)
     args = parser.parse_args(argv)
-    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
-        raise SystemExit("needs valgrind (apt-get install valgrind)")
+    require_valgrind()
     results = asyncio.run(run(args))
     rows = []
     for kind, row in results.items():

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,13 @@ from bench.common import (
     table,
     write_results,
 )
-from bench.relay_instructions import START_DEADLINE, callgrind, control
+from bench.relay_instructions import (
+    START_DEADLINE,
+    callgrind,
+    control,
+    load_options,
+    require_valgrind,
+)
 
 PAIRS = 20
 IDLE = "idle"  # the description of the idle window's dump
@@ -125,11 +130,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=200.0, help="messages/s (under valgrind)")
-    parser.add_argument("--seconds", type=float, default=10.0)
+    load_options(parser)
     args = parser.parse_args(argv)
-    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
-        raise SystemExit("needs valgrind (apt-get install valgrind)")
+    require_valgrind()
     r = asyncio.run(run(args))
     expected = round(args.rate * args.seconds)
     rows = [
