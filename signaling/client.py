@@ -22,7 +22,6 @@ import json
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -32,68 +31,20 @@ from aiortc.contrib.media import MediaRelay
 from signaling import protocol
 from signaling.peer import Event, IceServer, PeerLink, rtc_configuration
 from signaling.resend import Resends, Retry
+from signaling.sdk_wire import (
+    FINAL_CLOSES,
+    FINAL_MESSAGES,
+    RELAYED,
+    ClientError,
+    JoinInfo,
+    peer_of,
+)
 
 __all__ = ["BrokerClient", "ClientError", "Event", "IceServer", "JoinInfo", "PeerLink"]
 
 log = logging.getLogger(__name__)
 
 HISTORY = 1024  # events kept for ``wait_for``
-# Closes after which the client does not resume.
-FINAL_CLOSES = frozenset(
-    {
-        protocol.CLOSE_NORMAL,
-        protocol.CLOSE_HELLO_TIMEOUT,
-        protocol.CLOSE_AUTH_FAILED,
-        protocol.CLOSE_ABUSE,
-        protocol.CLOSE_REPLACED,
-        protocol.CLOSE_REMOVED,
-        protocol.CLOSE_SESSION_ENDED,
-    }
-)
-FINAL_MESSAGES = frozenset({"session-ended", "removed", "denied", "replaced"})
-_RELAYED = frozenset({"offer", "answer", "candidate"})
-
-
-class ClientError(Exception):
-    """The broker refused something: ``code`` is its stable error code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
-@dataclass(frozen=True, slots=True)
-class JoinInfo:
-    """What ``POST /api/v1/sessions/{id}/join`` (or an invite redemption) returns."""
-
-    session_id: str
-    join_token: str
-    signaling_url: str
-    ice_servers: tuple[IceServer, ...]
-    quality: Mapping[str, Any]
-    role: str
-
-    @classmethod
-    def from_wire(cls, data: Mapping[str, Any]) -> JoinInfo:
-        return cls(
-            str(data["session_id"]),
-            str(data["join_token"]),
-            str(data["signaling_url"]),
-            tuple(IceServer.from_wire(s) for s in data.get("ice_servers", ())),
-            dict(data.get("quality") or {}),
-            str(data.get("role", "")),
-        )
-
-
-def _peer_of(message: Mapping[str, Any]) -> str | None:
-    if isinstance(message.get("from"), str):
-        return str(message["from"])
-    if isinstance(message.get("peer"), dict):
-        return str(message["peer"].get("peer_id"))
-    if isinstance(message.get("peer_id"), str) and message.get("type") != "joined":
-        return str(message["peer_id"])
-    return None
 
 
 class BrokerClient:
@@ -298,8 +249,8 @@ class BrokerClient:
                 return  # seen before the socket dropped
             self.last_seq = seq
         kind = str(message.get("type"))
-        sender = _peer_of(message)
-        if kind in _RELAYED and sender is not None:
+        sender = peer_of(message)
+        if kind in RELAYED and sender is not None:
             self._link(sender).deliver(message)
             return
         if kind == "error" and message.get("code") == protocol.UNAVAILABLE:
@@ -379,7 +330,7 @@ class BrokerClient:
     async def _send(self, message: dict[str, Any]) -> None:
         """Send one message; waits (bounded) while the socket is being resumed. Relayed
         messages get an id, and are sent again if the broker could not pass them on."""
-        if message.get("type") in _RELAYED and "id" not in message:
+        if message.get("type") in RELAYED and "id" not in message:
             message = self._resends.stamp(message)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._send_timeout
