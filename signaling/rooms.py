@@ -21,44 +21,17 @@ from typing import Any
 from broker.errors import BrokerError
 from broker.scheduling import rules
 from broker.scheduling.joining import Joining
-from broker.scheduling.model import PROFILES, ParticipantRole, Session, SessionKind, SessionStatus
+from broker.scheduling.model import ParticipantRole, Session, SessionKind, SessionStatus
 from broker.store.base import Store
 from signaling import protocol
 from signaling.bus.base import IN_CALL, RECONNECTING, WAITING, Bus, Failed, FastBus, PeerRecord
 from signaling.ringing import Ringing
+from signaling.roster import peer_view, profile_view, waiting_order
 from signaling.status import StatusChanges
 
-__all__ = ["IN_CALL", "RECONNECTING", "WAITING", "Rooms", "peer_view", "profile_view"]
+__all__ = ["IN_CALL", "RECONNECTING", "WAITING", "Rooms"]
 
 log = logging.getLogger(__name__)
-
-
-def peer_view(p: PeerRecord) -> dict[str, Any]:
-    return {
-        "peer_id": p.peer_id,
-        "subject": p.subject,
-        "role": p.role,
-        "name": p.name,
-        "state": p.state,
-        "audio": p.audio,
-        "video": p.video,
-    }
-
-
-def waiting_order(peers: list[PeerRecord]) -> list[PeerRecord]:
-    """The waiting room, first come first."""
-    return sorted((p for p in peers if p.state == WAITING), key=lambda p: (p.since, p.peer_id))
-
-
-def profile_view(session: Session) -> dict[str, Any]:
-    p = PROFILES[session.quality]
-    return {
-        "name": p.name.value,
-        "width": p.width,
-        "height": p.height,
-        "frame_rate": p.frame_rate,
-        "max_kbps": p.kbps_per_stream,
-    }
 
 
 class Rooms:
