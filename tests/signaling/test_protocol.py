@@ -299,6 +299,7 @@ INVALID_FIELDS: list[dict[str, Any]] = [
     {"type": "mute", "id": "r", "peer": "p", "kind": "screen"},
     {"type": "media", "id": "r", "audio": "off", "video": True},
     {"type": "media", "id": "r", "audio": False},
+    {"type": "media", "id": "r", "from": "peer-x", "audio": False, "video": True},
     {"type": "chat", "id": "r", "text": None},
     {"type": "accept", "id": "r", "session_id": 12},
     # missing fields

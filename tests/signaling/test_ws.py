@@ -129,6 +129,9 @@ async def test_microphone_and_camera_state_reaches_the_others_and_later_arrivals
     await host.send(type="join")
     assert (await host.expect("joined"))["peers"] == []
     guest = await connect(client, await join_token(client, session_id, patient))
+    await guest.send(type="media", id="m0", audio=False, video=False)  # before join: refused
+    error = await guest.expect("error")
+    assert (error["code"], error["ref"]) == ("not_joined", "m0")
     await guest.send(type="join")
     await guest.expect("waiting")
     room = await host.expect("waiting-room")
