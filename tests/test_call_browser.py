@@ -326,6 +326,7 @@ def test_checkup_clinician_admits_patient_hd_video_chat_and_end(
     pat_tile = clinician.locator(".tile-remote", has_text="Pat Patient")
     pat_tile.locator(".tile-mic-off", has_text="Microphone off").wait_for()  # media -> peer-media
     shot(clinician, "clinician-sees-patient-muted")
+    shot(patient, "patient-muted-by-request")
     unmute = patient.get_by_role("button", name="Unmute microphone")
     assert unmute.get_attribute("aria-pressed") == "true"
     unmute.click()
@@ -334,10 +335,14 @@ def test_checkup_clinician_admits_patient_hd_video_chat_and_end(
         ".every(s => s.track.enabled)"
     )
     pat_tile.locator(".tile-mic-off").wait_for(state="hidden")
+    clinician.get_by_role("status").filter(
+        has_text="Pat Patient turned the microphone on."
+    ).wait_for()
 
     # the patient turns her camera off and on: the clinician's tile says so, then shows her
     patient.get_by_role("button", name="Turn camera off").click()
     clinician.locator(".tile-remote.tile-camera-off", has_text="Pat Patient").wait_for()
+    shot(clinician, "clinician-sees-patient-camera-off")
     patient.get_by_role("button", name="Turn camera on").click()
     clinician.wait_for_function(
         "() => [...document.querySelectorAll('.tile-remote')]"

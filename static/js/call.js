@@ -204,7 +204,7 @@ class Call {
       case "peer-resumed":
         return this._peerResumed(m.peer_id);
       case "peer-media":
-        return this.peers.get(m.from)?.tile.setMedia(m.audio, m.video);
+        return this._peerMedia(m);
       case "offer":
       case "answer":
       case "candidate":
@@ -261,6 +261,16 @@ class Call {
     for (const peer of m.peers || []) this._addPeer(peer, true);
     this._updateStage();
     this._sayMedia();
+  }
+
+  _peerMedia(m) {
+    const entry = this.peers.get(m.from);
+    if (!entry) return;
+    const micWasOn = entry.tile.micOff.hidden;
+    entry.tile.setMedia(m.audio, m.video);
+    if (micWasOn !== m.audio) {
+      this.setStatus(`${this.nameOf(entry.info)} turned the microphone ${m.audio ? "on" : "off"}.`);
+    }
   }
 
   _waitingRoom(waiting) {
