@@ -254,10 +254,14 @@ async def broker_pairs(
     return list(await asyncio.gather(*(one(c) for c in calls)))
 
 
-async def bare_pairs(http: aiohttp.ClientSession, ws_url: str, count: int, tag: str) -> list[Pair]:
+async def bare_pairs(
+    http: aiohttp.ClientSession, ws_url: str, count: int, tag: str, b_url: str | None = None
+) -> list[Pair]:
+    """``count`` pairs of bare-relay sockets (the second of each on ``b_url`` if given)."""
+
     async def one(i: int) -> Pair:
         a = await bare_socket(http, ws_url, f"{tag}-a{i}")
-        b = await bare_socket(http, ws_url, f"{tag}-b{i}")
+        b = await bare_socket(http, b_url or ws_url, f"{tag}-b{i}")
         return a, b
 
     return list(await asyncio.gather(*(one(i) for i in range(count))))

@@ -343,12 +343,14 @@ def start_broker(
 def start_bare_relay(
     name: str = "bare-relay",
     module: str = "bench.bare_relay",
+    extra: Sequence[str] = (),
     prefix: Sequence[str] = (),
     deadline: float = 30.0,
 ) -> Server:
-    """The baseline relay (or, with ``module="bench.lean_relay"``, the lean one)."""
+    """The baseline relay (or, with ``module="bench.lean_relay"``, the lean one; or
+    ``bench.bare_pair_relay`` with its link in ``extra``)."""
     port = free_port()
-    args = [sys.executable, "-m", module, "--port", str(port)]
+    args = [sys.executable, "-m", module, "--port", str(port), *extra]
     return spawn(name, args, port, prefix=prefix, deadline=deadline)
 
 

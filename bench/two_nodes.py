@@ -7,6 +7,11 @@ peers sending ``candidate`` messages to each other, ``--rate`` messages/s in tot
 * ``one-node``: one ``python -m broker serve`` with its defaults (SQLite store, in-process bus);
 * ``two-nodes``: two ``broker serve --redis-url`` processes on one ``redis-server`` started
   here (``--save '' --appendonly no``); every call's host is on node A, its guest on node B;
+* ``bare-one`` and ``bare-two``, the baseline: the bare relay (``bench.bare_relay``) as one
+  process, and as two processes that forward to each other over a plain TCP link
+  (``bench.bare_pair_relay``), each call's peers on different ones. ``bare-two/bare-one`` is
+  what crossing two processes costs on this machine with no shared store at all: the floor
+  under the two-node ratio;
 * ``one-node-redis`` (``--redis-single``): one node on that Redis, to tell the cost of the
   Redis bus from the cost of crossing nodes.
 
@@ -27,11 +32,13 @@ from bench import clients
 from bench.common import (
     Busy,
     Server,
+    free_port,
     latency_summary,
     quiet,
     ratio,
     run_loop,
     running,
+    start_bare_relay,
     start_broker,
     start_redis,
     table,
@@ -55,6 +62,20 @@ async def measure(
     family = await clients.Family.register(http, host.url)
     calls = await family.calls(args.pairs)
     pairs = await clients.broker_pairs(http, calls, host.ws_url, guest.ws_url)
+    return await measure_pairs(pairs, watched, args, bare=False)
+
+
+async def measure_bare(
+    http: Any, a: Server, b: Server, watched: list[Server], args: argparse.Namespace
+) -> dict[str, Any]:
+    """The same load through bare relays: each pair's first socket on ``a``, second on ``b``."""
+    pairs = await clients.bare_pairs(http, a.ws_url, args.pairs, a.name, b.ws_url)
+    return await measure_pairs(pairs, watched, args, bare=True)
+
+
+async def measure_pairs(
+    pairs: list[clients.Pair], watched: list[Server], args: argparse.Namespace, bare: bool
+) -> dict[str, Any]:
     load = clients.Load(pairs, "candidate")
     await asyncio.sleep(0.5)
     other_before = await quiet()
@@ -78,7 +99,7 @@ async def measure(
         "delivered_per_s": round(got / span) if got else 0,
         "errors": len(rx.errors),
         "first_error": rx.errors[0] if rx.errors else None,
-        "payload_check": clients.check_sample(rx, "candidate", bare=False) or "ok",
+        "payload_check": clients.check_sample(rx, "candidate", bare=bare) or "ok",
         "latency": latency_summary(load.latencies_ns()),
         "cpu_s": cpu,
         "cpu_us_per_msg": {n: round(c / got * 1e6, 1) if got else None for n, c in cpu.items()},
@@ -111,6 +132,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     configs["one-node-redis"] = await measure(
                         http, single, single, [single, redis], args
                     )
+        bare_one = start_bare_relay("bare-one")
+        with running(bare_one):
+            configs["bare-one"] = await measure_bare(http, bare_one, bare_one, [bare_one], args)
+        link = str(free_port())
+        bare_a = start_bare_relay("bare-a", "bench.bare_pair_relay", ["--link-listen", link])
+        with running(bare_a):
+            bare_b = start_bare_relay("bare-b", "bench.bare_pair_relay", ["--link-connect", link])
+            with running(bare_b):
+                configs["bare-two"] = await measure_bare(
+                    http, bare_a, bare_b, [bare_a, bare_b], args
+                )
     base, two = configs["one-node"], configs["two-nodes"]
     results["ratios"] = {
         "throughput": ratio(two["delivered_per_s"], base["delivered_per_s"]),
@@ -122,6 +154,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             sum(v or 0 for n, v in two["cpu_us_per_msg"].items() if n != "redis"),
             base["cpu_us_per_msg_total"] or 0,
         ),
+        # the floor: two bare processes against one, no shared store
+        "cpu_per_msg_bare": ratio(
+            configs["bare-two"]["cpu_us_per_msg_total"] or 0,
+            configs["bare-one"]["cpu_us_per_msg_total"] or 0,
+        ),
     }
     r = results["ratios"]
     results["targets"] = {
@@ -130,6 +167,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "p99_within_2x": r["p99"] <= RATIO_TARGET,
         "p99_under_10ms": two["latency"]["p99_ms"] < P99_TARGET_MS,
         "all_delivered": two["delivered"] == two["sent"],
+        "bare_all_delivered": all(
+            configs[n]["delivered"] == configs[n]["sent"] for n in ("bare-one", "bare-two")
+        ),
     }
     return results
 
@@ -167,6 +207,9 @@ def report(results: dict[str, Any]) -> str:
             f"p99 < 10 ms: {verdict(t['p99_under_10ms'])} "
             f"(p99 within 2x: {verdict(t['p99_within_2x'])})",
         )
+    )
+    rows.append(
+        ("bare two/one", "", "", "", "", "", "", r["cpu_per_msg_bare"], "crossing processes alone")
     )
     p = results["params"]
     headers = (
