@@ -7,11 +7,13 @@ peers sending ``candidate`` messages to each other, ``--rate`` messages/s in tot
 * ``one-node``: one ``python -m broker serve`` with its defaults (SQLite store, in-process bus);
 * ``two-nodes``: two ``broker serve --redis-url`` processes on one ``redis-server`` started
   here (``--save '' --appendonly no``); every call's host is on node A, its guest on node B;
-* ``bare-one`` and ``bare-two``, the baseline: the bare relay (``bench.bare_relay``) as one
-  process, and as two processes that forward to each other over a plain TCP link
-  (``bench.bare_pair_relay``), each call's peers on different ones. ``bare-two/bare-one`` is
-  what crossing two processes costs on this machine with no shared store at all: the floor
-  under the two-node ratio;
+* ``bare-one``, ``bare-two`` and ``bare-two-redis``, the baselines: the bare relay
+  (``bench.bare_relay``) as one process; as two processes that forward to each other over a
+  plain TCP link; and as two processes that forward through Redis pub/sub with redis-py
+  (``bench.bare_pair_relay``), each pair's sockets on different processes. ``bare-two`` over
+  ``bare-one`` is what crossing two processes costs on this machine with no shared store at
+  all (the floor under the two-node ratio), and ``bare-two-redis`` is two nodes via Redis
+  written the plain way;
 * ``one-node-redis`` (``--redis-single``): one node on that Redis, to tell the cost of the
   Redis bus from the cost of crossing nodes.
 
@@ -132,6 +134,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     configs["one-node-redis"] = await measure(
                         http, single, single, [single, redis], args
                     )
+            plain = ["--link-redis", url]
+            bare_a = start_bare_relay("bare-redis-a", "bench.bare_pair_relay", plain)
+            bare_b = start_bare_relay(
+                "bare-redis-b",
+                "bench.bare_pair_relay",
+                [*plain, "--channel", "bare:b", "--other", "bare:a"],
+            )
+            with running(bare_a, bare_b):
+                configs["bare-two-redis"] = await measure_bare(
+                    http, bare_a, bare_b, [bare_a, bare_b, redis], args
+                )
         bare_one = start_bare_relay("bare-one")
         with running(bare_one):
             configs["bare-one"] = await measure_bare(http, bare_one, bare_one, [bare_one], args)
@@ -159,6 +172,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             configs["bare-two"]["cpu_us_per_msg_total"] or 0,
             configs["bare-one"]["cpu_us_per_msg_total"] or 0,
         ),
+        # two bare processes through Redis pub/sub, the plain way, against one
+        "cpu_per_msg_bare_redis": ratio(
+            configs["bare-two-redis"]["cpu_us_per_msg_total"] or 0,
+            configs["bare-one"]["cpu_us_per_msg_total"] or 0,
+        ),
+        # the broker's two nodes against the plain way through Redis
+        "cpu_per_msg_vs_bare_redis": ratio(
+            two["cpu_us_per_msg_total"] or 0,
+            configs["bare-two-redis"]["cpu_us_per_msg_total"] or 0,
+        ),
     }
     r = results["ratios"]
     results["targets"] = {
@@ -168,7 +191,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "p99_under_10ms": two["latency"]["p99_ms"] < P99_TARGET_MS,
         "all_delivered": two["delivered"] == two["sent"],
         "bare_all_delivered": all(
-            configs[n]["delivered"] == configs[n]["sent"] for n in ("bare-one", "bare-two")
+            configs[n]["delivered"] == configs[n]["sent"]
+            for n in ("bare-one", "bare-two", "bare-two-redis")
         ),
     }
     return results
@@ -208,9 +232,12 @@ def report(results: dict[str, Any]) -> str:
             f"(p99 within 2x: {verdict(t['p99_within_2x'])})",
         )
     )
-    rows.append(
-        ("bare two/one", "", "", "", "", "", "", r["cpu_per_msg_bare"], "crossing processes alone")
-    )
+    for label, value, what in (
+        ("bare two/one", r["cpu_per_msg_bare"], "two processes, direct link: the floor"),
+        ("bare redis/one", r["cpu_per_msg_bare_redis"], "two processes via Redis, plain way"),
+        ("two/bare redis", r["cpu_per_msg_vs_bare_redis"], "the broker's two nodes against it"),
+    ):
+        rows.append((label, "", "", "", "", "", "", value, what))
     p = results["params"]
     headers = (
         "config",
