@@ -84,6 +84,13 @@ def two_nodes(doc: dict[str, Any]) -> str:
         )
     r = doc["ratios"]
     rows.append(("two/one", "", r["throughput"], "", r["p50"], r["p99"], r["cpu_per_msg"], "", ""))
+    for label, key in (
+        ("bare two/one", "cpu_per_msg_bare"),
+        ("bare redis/one", "cpu_per_msg_bare_redis"),
+        ("two/bare redis", "cpu_per_msg_vs_bare_redis"),
+    ):
+        if key in r:  # results from before the baselines have none
+            rows.append((label, "", "", "", "", "", r[key], "", ""))
     headers = (
         "config",
         "sent/s",
