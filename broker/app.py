@@ -12,8 +12,10 @@ from aiohttp import web
 
 from broker.accounts import Accounts
 from broker.api import auth as auth_api
+from broker.api import availability as availability_api
 from broker.api import clinics as clinics_api
 from broker.api import device as device_api
+from broker.api import joining as joining_api
 from broker.api import meta as meta_api
 from broker.api import openapi
 from broker.api import preflight as preflight_api
@@ -60,6 +62,8 @@ def all_routes() -> tuple[Route, ...]:
         *clinics_api.ROUTES,
         *device_api.ROUTES,
         *sessions_api.ROUTES,
+        *joining_api.ROUTES,
+        *availability_api.ROUTES,
         *preflight_api.ROUTES,
         *webhooks_api.ROUTES,
         *standards_api.ROUTES,

@@ -1,30 +1,24 @@
-"""Scheduling routes: sessions, joining, invites, availability, slots, capacity."""
+"""Sessions: booking, listing, rescheduling and cancelling them, and how one is shown."""
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import datetime
 
 from aiohttp import web
 
 from broker.api import session_schemas as s
-from broker.api.context import SETTINGS, services
-from broker.api.web import Query, Route, no_content, principal, read_body, respond
-from broker.domain import utcnow
+from broker.api.context import services
+from broker.api.web import Query, Route, principal, read_body, respond
 from broker.errors import InvalidInput
 from broker.policy import Principal
-from broker.scheduling.joining import JoinGrant
-from broker.scheduling.model import (
-    Availability,
-    AvailabilityException,
-    ParticipantRole,
-    Quality,
-    Session,
-    SessionKind,
-    SessionStatus,
-    WeeklyHours,
-)
+from broker.scheduling.model import Quality, Session, SessionKind, SessionStatus
 from broker.scheduling.service import NewSession
-from broker.turn import ice_servers
+
+SESSION_PATH = "/api/v1/sessions/{session_id}"
+TIME_RANGE = (
+    Query("from", "sessions starting at or after (ISO 8601 with offset)", format="date-time"),
+    Query("to", "sessions starting before (ISO 8601 with offset)", format="date-time"),
+)
 
 
 def query_instant(request: web.Request, name: str) -> datetime | None:
@@ -126,150 +120,6 @@ async def cancel(request: web.Request) -> web.Response:
     return respond(await session_out(request, done, by))
 
 
-def join_out(request: web.Request, grant: JoinGrant) -> s.JoinOut:
-    settings = request.app[SETTINGS]
-    base = settings.public_url or f"{request.scheme}://{request.host}"
-    ws = base.rstrip("/").replace("http", "ws", 1) + "/ws"
-    ice = [s.IceServer(**server) for server in ice_servers(settings, grant.subject, utcnow())]
-    return s.JoinOut.of(grant, ws, ice)
-
-
-async def join(request: web.Request) -> web.Response:
-    grant = await services(request).joining.join(
-        principal(request), request.match_info["session_id"]
-    )
-    return respond(join_out(request, grant))
-
-
-async def redeem(request: web.Request) -> web.Response:
-    body = await read_body(request, s.Redeem)
-    grant = await services(request).joining.redeem(body.token)
-    return respond(join_out(request, grant))
-
-
-async def create_invite(request: web.Request) -> web.Response:
-    body = await read_body(request, s.InviteCreate)
-    issued = await services(request).joining.create_invite(
-        principal(request),
-        request.match_info["session_id"],
-        ParticipantRole(body.role),
-        body.display_name,
-        timedelta(seconds=body.expires_in) if body.expires_in else None,
-        body.max_uses,
-    )
-    url = f"{request.app[SETTINGS].base_url}/join#invite={issued.token}"
-    return respond(
-        s.InviteCreated(invite=s.InviteOut.of(issued.invite), token=issued.token, url=url), 201
-    )
-
-
-async def list_invites(request: web.Request) -> web.Response:
-    found = await services(request).joining.list_invites(
-        principal(request), request.match_info["session_id"]
-    )
-    return respond(s.InviteList(items=[s.InviteOut.of(i) for i in found]))
-
-
-async def revoke_invite(request: web.Request) -> web.Response:
-    await services(request).joining.revoke_invite(
-        principal(request), request.match_info["session_id"], request.match_info["invite_id"]
-    )
-    return no_content()
-
-
-async def audit(request: web.Request) -> web.Response:
-    entries = await services(request).joining.audit(
-        principal(request), request.match_info["session_id"]
-    )
-    return respond(s.AuditList(items=[s.AuditOut.of(a) for a in entries]))
-
-
-def _time(text: str) -> time:
-    return time.fromisoformat(text)
-
-
-async def put_availability(request: web.Request) -> web.Response:
-    body = await read_body(request, s.AvailabilityIn)
-    try:
-        av = Availability(
-            clinician_id=request.match_info["clinician_id"],
-            clinic_id="",
-            time_zone=body.time_zone,
-            slot_minutes=body.slot_minutes,
-            weekly=tuple(WeeklyHours(w.weekday, _time(w.start), _time(w.end)) for w in body.weekly),
-            exceptions=tuple(
-                AvailabilityException(
-                    datetime.fromisoformat(e.day).date(),
-                    _time(e.start) if e.start else None,
-                    _time(e.end) if e.end else None,
-                    e.available,
-                )
-                for e in body.exceptions
-            ),
-            quality=Quality(body.quality),
-        )
-    except ValueError as exc:
-        raise InvalidInput(f"bad date or time: {exc}") from None
-    stored = await services(request).scheduling.set_availability(principal(request), av)
-    return respond(s.AvailabilityOut.of(stored))
-
-
-async def get_availability(request: web.Request) -> web.Response:
-    av = await services(request).scheduling.availability(request.match_info["clinician_id"])
-    return respond(s.AvailabilityOut.of(av))
-
-
-async def list_slots(request: web.Request) -> web.Response:
-    now = utcnow()
-    frm = query_instant(request, "from") or now
-    to = query_instant(request, "to") or frm + timedelta(days=7)
-    clinician_id = request.match_info["clinician_id"]
-    found = await services(request).scheduling.free_slots(clinician_id, frm, to)
-    return respond(
-        s.SlotList(clinician_id=clinician_id, items=[s.SlotOut(start=a, end=b) for a, b in found])
-    )
-
-
-async def book_slot(request: web.Request) -> web.Response:
-    body = await read_body(request, s.SlotBooking)
-    by = principal(request)
-    booked = await services(request).scheduling.book_slot(
-        by, body.clinician_id, body.start, body.title
-    )
-    return respond(await session_out(request, booked, by), 201)
-
-
-async def put_capacity(request: web.Request) -> web.Response:
-    body = await read_body(request, s.Capacity)
-    clinic_id = request.match_info["clinic_id"]
-    svc = services(request)
-    name = body.name or (await svc.accounts.get_clinic(clinic_id)).name
-    site = await svc.scheduling.set_site_capacity(
-        principal(request), clinic_id, name, int(body.capacity_mbps * 1000)
-    )
-    return respond(
-        s.CapacityOut(site_id=site.id, name=site.name, capacity_mbps=site.capacity_kbps / 1000)
-    )
-
-
-async def get_trusted(request: web.Request) -> web.Response:
-    found = await services(request).store.get_trusted_contacts(principal(request).subject)
-    return respond(s.TrustedContactsOut(user_ids=list(found)))
-
-
-async def put_trusted(request: web.Request) -> web.Response:
-    body = await read_body(request, s.TrustedContacts)
-    saved = await services(request).scheduling.set_trusted_contacts(
-        principal(request), body.user_ids
-    )
-    return respond(s.TrustedContactsOut(user_ids=list(saved)))
-
-
-_S = "/api/v1/sessions/{session_id}"
-_TIME_RANGE = (
-    Query("from", "sessions starting at or after (ISO 8601 with offset)", format="date-time"),
-    Query("to", "sessions starting before (ISO 8601 with offset)", format="date-time"),
-)
 ROUTES = (
     Route(
         "POST",
@@ -294,7 +144,7 @@ ROUTES = (
         response=s.SessionList,
         errors=(401, 403, 422),
         query=(
-            *_TIME_RANGE,
+            *TIME_RANGE,
             Query("status", "comma-separated statuses"),
             Query("clinic_id", "the clinic's sessions (staff, API keys)"),
             Query("user_id", "sessions of one participant (staff, API keys)"),
@@ -302,7 +152,7 @@ ROUTES = (
     ),
     Route(
         "GET",
-        _S,
+        SESSION_PATH,
         get_session,
         "One session",
         "sessions",
@@ -312,7 +162,7 @@ ROUTES = (
     ),
     Route(
         "PATCH",
-        _S,
+        SESSION_PATH,
         reschedule,
         "Reschedule (bumps the calendar SEQUENCE)",
         "sessions",
@@ -323,7 +173,7 @@ ROUTES = (
     ),
     Route(
         "POST",
-        _S + "/cancel",
+        SESSION_PATH + "/cancel",
         cancel,
         "Cancel a session",
         "sessions",
@@ -331,143 +181,5 @@ ROUTES = (
         body=s.Cancel,
         response=s.SessionOut,
         errors=(401, 403, 404, 409, 422),
-    ),
-    Route(
-        "POST",
-        _S + "/join",
-        join,
-        "Get a join token, the signaling URL and ICE servers (inside the join window)",
-        "joining",
-        auth="user",
-        response=s.JoinOut,
-        errors=(401, 404, 409),
-    ),
-    Route(
-        "POST",
-        _S + "/invites",
-        create_invite,
-        "Invite a guest (interpreter, family member): an expiring, limited-use link",
-        "joining",
-        auth="user_or_key",
-        body=s.InviteCreate,
-        response=s.InviteCreated,
-        status=201,
-        errors=(401, 403, 404, 409, 422),
-    ),
-    Route(
-        "GET",
-        _S + "/invites",
-        list_invites,
-        "The session's invites (hosts)",
-        "joining",
-        auth="user_or_key",
-        response=s.InviteList,
-        errors=(401, 403, 404),
-    ),
-    Route(
-        "DELETE",
-        _S + "/invites/{invite_id}",
-        revoke_invite,
-        "Revoke an invite",
-        "joining",
-        auth="user_or_key",
-        status=204,
-        errors=(401, 403, 404),
-    ),
-    Route(
-        "POST",
-        "/api/v1/invites/redeem",
-        redeem,
-        "A guest trades an invite link's token for a join token",
-        "joining",
-        body=s.Redeem,
-        response=s.JoinOut,
-        errors=(404, 409, 422),
-    ),
-    Route(
-        "GET",
-        _S + "/audit",
-        audit,
-        "Who joined, was admitted, left, and when (ids only)",
-        "sessions",
-        auth="user_or_key",
-        response=s.AuditList,
-        errors=(401, 403, 404),
-    ),
-    Route(
-        "PUT",
-        "/api/v1/clinicians/{clinician_id}/availability",
-        put_availability,
-        "Publish weekly working hours, slot length and exceptions",
-        "availability",
-        auth="user",
-        body=s.AvailabilityIn,
-        response=s.AvailabilityOut,
-        errors=(401, 403, 404, 422),
-    ),
-    Route(
-        "GET",
-        "/api/v1/clinicians/{clinician_id}/availability",
-        get_availability,
-        "A clinician's published availability",
-        "availability",
-        auth="user_or_key",
-        response=s.AvailabilityOut,
-        errors=(401, 404),
-    ),
-    Route(
-        "GET",
-        "/api/v1/clinicians/{clinician_id}/slots",
-        list_slots,
-        "A clinician's free slots",
-        "availability",
-        auth="user_or_key",
-        response=s.SlotList,
-        errors=(401, 404, 422),
-        query=_TIME_RANGE,
-    ),
-    Route(
-        "POST",
-        "/api/v1/slots/book",
-        book_slot,
-        "A patient books a free slot",
-        "availability",
-        auth="user",
-        body=s.SlotBooking,
-        response=s.SessionOut,
-        status=201,
-        errors=(401, 403, 404, 409, 422),
-    ),
-    Route(
-        "GET",
-        "/api/v1/me/trusted-contacts",
-        get_trusted,
-        "People whose calls your TV answers by itself",
-        "calls",
-        auth="user",
-        response=s.TrustedContactsOut,
-        errors=(401,),
-    ),
-    Route(
-        "PUT",
-        "/api/v1/me/trusted-contacts",
-        put_trusted,
-        "Set the people whose calls your TV answers by itself (family members)",
-        "calls",
-        auth="user",
-        body=s.TrustedContacts,
-        response=s.TrustedContactsOut,
-        errors=(401, 403, 422),
-    ),
-    Route(
-        "PUT",
-        "/api/v1/clinics/{clinic_id}/capacity",
-        put_capacity,
-        "Set the clinic site's video bandwidth in Mbit/s (admins)",
-        "availability",
-        auth="user",
-        body=s.Capacity,
-        response=s.CapacityOut,
-        errors=(401, 403, 404, 422),
     ),
 )
