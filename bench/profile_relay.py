@@ -42,8 +42,8 @@ CATEGORIES = {
     "protocol.parse: str->bytes, msgspec decode + validation": ("parse (signaling/protocol",),
     "socket write syscall (transport.write)": ("Transport.write (", "UVStream.write"),
     "redis-py client (commands, pool, replies, pubsub)": ("(redis/",),
-    "RESP client + subscriber (signaling/bus/resp.py, wire.py, subscriber.py)": (
-        "(signaling/bus/resp.py",
+    "RESP client + subscriber (signaling/bus/resp*.py, wire.py, subscriber.py)": (
+        "(signaling/bus/resp",
         "(signaling/bus/wire.py",
         "(signaling/bus/subscriber.py",
     ),

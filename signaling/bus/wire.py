@@ -1,6 +1,6 @@
 """What the bus's Redis client puts on the wire and reads back, apart from the connection:
 argument types and packing (hiredis), scripts run by SHA1 and commands packed ahead of time,
-error replies, and the Redis URL. Pure: no I/O (``signaling/bus/resp.py`` does that)."""
+error replies, and the Redis URL. Pure: no I/O (``signaling/bus/resp_connection.py`` does that)."""
 
 from __future__ import annotations
 
