@@ -1,6 +1,6 @@
 """SQLite schema, as numbered migrations. Append new ones; never edit a released one.
 
-``PRAGMA user_version`` records how many have been applied (see ``sqlite.migrate``).
+``PRAGMA user_version`` records how many have been applied (see ``sqlite_connection.migrate``).
 """
 
 from __future__ import annotations

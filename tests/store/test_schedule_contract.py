@@ -16,7 +16,7 @@ import pytest_asyncio
 import redis.asyncio as aredis
 from redis.crc import key_slot
 
-import broker.store.redis_schedule
+import broker.store.redis_outbox
 from broker.scheduling.model import (
     AuditEntry,
     Availability,
@@ -651,7 +651,7 @@ async def test_redis_booking_keys_share_one_cluster_slot(
 async def test_redis_delivery_log_keeps_the_last_delivered_per_endpoint(
     redis_store: RedisStore, redis_raw: aredis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(broker.store.redis_schedule, "DELIVERED_KEPT", 2)
+    monkeypatch.setattr(broker.store.redis_outbox, "DELIVERED_KEPT", 2)
     await redis_store.enqueue_deliveries([delivery(n, "whk_1", "s1") for n in range(1, 6)])
     for n in range(1, 5):
         await redis_store.mark_delivered(f"dlv_{n}", T0)
