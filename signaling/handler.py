@@ -1,4 +1,5 @@
-"""``/ws``: the socket transport. Hello phase (auth, resume), then one message at a time.
+"""``/ws``: the socket transport. Hello phase (auth, resume: signaling/greeting.py), then one
+message at a time.
 
 Messages are taken in order, each by one of two lanes: relayed ``offer``/``answer``/
 ``candidate`` on a one-node bus go by the *fast lane*, in the read callback (signaling/intake.py:
@@ -15,20 +16,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from broker.domain import new_id, utcnow
-from broker.errors import BrokerError, InvalidToken
-from broker.policy import Principal
-from broker.scheduling.joining import JOIN_AUDIENCE, Joining
-from broker.tokens import Tokens, unverified_type
-from broker.turn import ice_servers
+from broker.errors import BrokerError
+from broker.scheduling.joining import Joining
+from broker.tokens import Tokens
 from signaling import protocol
 from signaling.bus.base import BusUnavailable
 from signaling.connection import Connection, monotonic
+from signaling.greeting import Greeting, Identity
 from signaling.heartbeat import Heartbeat
 from signaling.intake import AVAILABLE as intake_available
 from signaling.intake import FastLane, FastWebSocketResponse
@@ -37,19 +35,9 @@ from signaling.node import Local, SignalingNode
 log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT = 5.0
-RESUME_AUDIENCE = "citycall-resume"
 ABUSE_LIMIT = 100  # messages refused in a row before the socket is closed
 MAX_FRAME = 256 * 1024  # above this aiohttp closes with 1009; below, we answer with an error
 _RELAYED = (protocol.Offer, protocol.Answer, protocol.Candidate)
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    subject: str
-    session_id: str | None  # None: an idle connection that can ring
-    role: str | None
-    name: str | None
-    principal: Principal | None  # for idle connections (to accept calls)
 
 
 class SignalingHandler:
@@ -67,6 +55,7 @@ class SignalingHandler:
         self.settings = settings
         self.heartbeat = heartbeat
         self.pulse = Heartbeat(heartbeat)
+        self.greeting = Greeting(node, tokens, settings, heartbeat)
         self.batch = node.batch
         self.sockets: set[web.WebSocketResponse] = set()
 
@@ -111,12 +100,16 @@ class SignalingHandler:
             hello = protocol.parse(first.data)
             if not isinstance(hello, protocol.Hello):
                 raise protocol.ProtocolError(protocol.HELLO_REQUIRED, "send hello first", hello.id)
-            identity = await self._identify(hello)
+            identity = await self.greeting.identify(hello)
         except protocol.ProtocolError as exc:
             conn.push_message(protocol.error(exc.code, exc.message, exc.ref))
             conn.close_soon(protocol.CLOSE_AUTH_FAILED, exc.code)
             return
-        peer_id, entry, resumed = await self._welcome(conn, hello, identity)
+        peer_id, entry, resumed = await self.greeting.welcome(conn, hello, identity)
+        log.info(
+            "socket authenticated",
+            extra={"peer_id": peer_id, "resumed": resumed, "session_id": entry.session_id},
+        )
         try:
             await self._read(ws, conn, entry, peer_id, identity, resumed)
         finally:
@@ -124,107 +117,6 @@ class SignalingHandler:
                 await self.node.detach(peer_id, entry)
             except BusUnavailable:
                 log.warning("bus unavailable; peer not marked away", extra={"peer_id": peer_id})
-
-    async def _identify(self, hello: protocol.Hello) -> Identity:
-        # One signature check: the unverified ``typ`` picks the verification, which then
-        # checks everything (a forged ``typ`` fails it like any other forged claim).
-        try:
-            if unverified_type(hello.token) == "access":
-                access = await self.tokens.verify_access(hello.token)
-                return Identity(
-                    access.user_id,
-                    None,
-                    None,
-                    None,
-                    Principal(access.user_id, access.role, access.clinic_id),
-                )
-            claims = await self.tokens.verify(hello.token, JOIN_AUDIENCE, "join")
-        except InvalidToken as exc:
-            code = protocol.TOKEN_EXPIRED if exc.code == "token_expired" else protocol.INVALID_TOKEN
-            raise protocol.ProtocolError(code, exc.message, hello.id) from None
-        return Identity(
-            str(claims["sub"]), str(claims["sid"]), str(claims["role"]), claims.get("name"), None
-        )
-
-    async def _welcome(
-        self, conn: Connection, hello: protocol.Hello, who: Identity
-    ) -> tuple[str, Local, bool]:
-        entry = Local(
-            conn, session_id=who.session_id, user_id=who.subject if who.session_id is None else None
-        )
-        resumed = False
-        peer_id = new_id("peer").replace("_", "-")
-        if hello.resume is not None:
-            resumed = await self._resume(hello, who, entry)
-            if resumed:
-                peer_id = hello.resume.peer_id
-        conn.peer_id = peer_id
-        conn.push_message(
-            {
-                "type": "welcome",
-                "peer_id": peer_id,
-                "resume_token": self._resume_token(peer_id, entry.session_id, who.subject),
-                "heartbeat": self.heartbeat,
-                "resumed": resumed,
-                "session_id": entry.session_id,
-                "user_id": who.subject,
-                "ice_servers": ice_servers(self.settings, peer_id, utcnow()),
-            }
-        )
-        if resumed:
-            assert hello.resume is not None
-            ok = await self.node.attach(peer_id, entry, hello.resume.last_seq)
-            if not ok:
-                conn.push_message(
-                    protocol.error(protocol.RESUME_FAILED, "some messages were lost; join again")
-                )
-        else:
-            await self.node.attach(peer_id, entry, None)
-            if who.session_id is None:
-                await self.node.bus.add_idle(who.subject, peer_id)
-                await self.node.rooms.ring_pending(who.subject, peer_id)
-        log.info(
-            "socket authenticated",
-            extra={"peer_id": peer_id, "resumed": resumed, "session_id": entry.session_id},
-        )
-        return peer_id, entry, resumed
-
-    def _resume_token(self, peer_id: str, session_id: str | None, subject: str) -> str:
-        """The secret that lets ``peer_id`` resume (``hello.resume``), bound to its session
-        (none for an idle connection) and to the person."""
-        token, _ = self.tokens.issue(
-            peer_id, RESUME_AUDIENCE, "resume", 86400, {"sid": session_id or "", "subj": subject}
-        )
-        return token
-
-    async def _resume(self, hello: protocol.Hello, who: Identity, entry: Local) -> bool:
-        """Put ``entry`` back in the place of the peer ``hello.resume`` names, if its token is
-        good for this person and session and the peer is still in the call. With a join token
-        the session is the token's; with an access token (a TV that took a call on its idle
-        connection) it is the resume token's, which the server gave this person for it."""
-        assert hello.resume is not None
-        try:
-            claims = await self.tokens.verify(hello.resume.token, RESUME_AUDIENCE, "resume")
-        except InvalidToken:
-            return False
-        sid = claims.get("sid")
-        if (
-            claims["sub"] != hello.resume.peer_id
-            or claims.get("subj") != who.subject
-            or not isinstance(sid, str)
-            or not sid
-            or (who.session_id is not None and sid != who.session_id)
-            or (who.session_id is None and who.principal is None)
-        ):
-            return False
-        back = await self.node.rooms.resumed(sid, hello.resume.peer_id)
-        if back is None:
-            return False
-        entry.session_id, entry.user_id = sid, None
-        old = self.node.local.get(hello.resume.peer_id)
-        if old is not None:  # the old socket of this peer is still open here: it loses
-            old.conn.close_soon(protocol.CLOSE_REPLACED, "resumed elsewhere")
-        return True
 
     async def _read(
         self,
@@ -407,7 +299,7 @@ class SignalingHandler:
             peer_id, msg.session_id, who.subject, grant.role.value, None, None, msg.id
         )
         # The welcome's resume token was for an idle connection: this one resumes the call.
-        token = self._resume_token(peer_id, msg.session_id, who.subject)
+        token = self.greeting.resume_token(peer_id, msg.session_id, who.subject)
         conn.push_message(
             {"type": "resume-token", "resume_token": token, "session_id": msg.session_id}
         )

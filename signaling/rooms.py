@@ -1,8 +1,10 @@
-"""Rooms: who is in which call, the waiting room, host controls, presence, relay and chat.
+"""Rooms: who is in which call, the waiting room, presence, relay and chat.
 
-``Rooms`` is the facade the socket handler and the node use. Ringing the members of a family
-call who are not in it is ``signaling.ringing``'s (``ring_pending`` and ``declined`` are here
-for the handler); the session status changes a room makes are ``signaling.status``'s.
+``Rooms`` is the facade the socket handler and the node use. Its host controls (admit, deny,
+kick, mute, end) and ``close_room`` are ``signaling.host_controls``'s, mixed in. Ringing the
+members of a family call who are not in it is ``signaling.ringing``'s (``ring_pending`` and
+``declined`` are here for the handler); the session status changes a room makes are
+``signaling.status``'s.
 
 Room state lives in the ``Bus`` (shared by all nodes); every change of a room happens under
 ``bus.room_lock``. Frames to peers go through ``bus.send``, so a peer on another node gets
@@ -25,6 +27,7 @@ from broker.scheduling.model import ParticipantRole, Session, SessionKind, Sessi
 from broker.store.base import Store
 from signaling import protocol
 from signaling.bus.base import IN_CALL, RECONNECTING, WAITING, Bus, Failed, FastBus, PeerRecord
+from signaling.host_controls import HostControls
 from signaling.ringing import Ringing
 from signaling.roster import peer_view, profile_view, waiting_order
 from signaling.status import StatusChanges
@@ -34,7 +37,7 @@ __all__ = ["IN_CALL", "RECONNECTING", "WAITING", "Rooms"]
 log = logging.getLogger(__name__)
 
 
-class Rooms:
+class Rooms(HostControls):
     def __init__(
         self,
         bus: Bus,
@@ -168,64 +171,6 @@ class Rooms:
                     {"type": "waiting-room", "waiting": [peer_view(p) for p in waiting]},
                 )
 
-    async def _host(self, session_id: str, peer_id: str, ref: str | None) -> PeerRecord:
-        me = await self._bus.get_peer(session_id, peer_id)
-        if me is None or me.role != ParticipantRole.HOST.value or me.state == WAITING:
-            raise protocol.ProtocolError(protocol.FORBIDDEN, "only hosts may do this", ref)
-        return me
-
-    async def admit(self, session_id: str, host_id: str, target: str, ref: str | None) -> None:
-        session = await self._session(session_id)
-        async with self._bus.room_lock(session_id):
-            host = await self._host(session_id, host_id, ref)
-            peers = await self._bus.room_peers(session_id)
-            who = next((p for p in peers if p.peer_id == target), None)
-            if who is None or who.state != WAITING:
-                raise protocol.ProtocolError(protocol.NOT_WAITING, "that peer is not waiting", ref)
-            admitted = replace(who, state=IN_CALL, since=self._clock())
-            await self._bus.put_peer(admitted)
-            # The record and the status first: whoever is told next may look at them.
-            await self._joining.record(session_id, "admitted", host.subject, who.subject)
-            await self._status.move(session, SessionStatus.ARRIVED)
-            await self.send(target, {"type": "admitted", "session_id": session_id})
-            others = [p for p in peers if p.peer_id != target]
-            await self._enter_call(session, admitted, others)
-            await self._announce_waiting(session_id, [*others, admitted])
-
-    async def deny(
-        self, session_id: str, host_id: str, target: str, reason: str | None, ref: str | None
-    ) -> None:
-        async with self._bus.room_lock(session_id):
-            host = await self._host(session_id, host_id, ref)
-            who = await self._bus.get_peer(session_id, target)
-            if who is None or who.state != WAITING:
-                raise protocol.ProtocolError(protocol.NOT_WAITING, "that peer is not waiting", ref)
-            await self._bus.remove_peer(session_id, target)
-            await self.send(target, {"type": "denied", "reason": reason})
-            await self._announce_waiting(session_id, await self._bus.room_peers(session_id))
-        await self._joining.record(session_id, "denied", host.subject, who.subject, reason)
-
-    async def kick(
-        self, session_id: str, host_id: str, target: str, reason: str | None, ref: str | None
-    ) -> None:
-        async with self._bus.room_lock(session_id):
-            host = await self._host(session_id, host_id, ref)
-            who = await self._bus.get_peer(session_id, target)
-            if who is None or who.peer_id == host_id:
-                raise protocol.ProtocolError(protocol.UNKNOWN_PEER, "no such peer here", ref)
-            await self.send(target, {"type": "removed", "reason": reason})
-            await self._leave_locked(who, "removed")
-        await self._joining.record(session_id, "removed", host.subject, who.subject, reason)
-
-    async def mute(
-        self, session_id: str, host_id: str, target: str, kind: str, ref: str | None
-    ) -> None:
-        await self._host(session_id, host_id, ref)
-        who = await self._bus.get_peer(session_id, target)
-        if who is None:
-            raise protocol.ProtocolError(protocol.UNKNOWN_PEER, "no such peer here", ref)
-        await self.send(target, {"type": "mute-request", "from": host_id, "kind": kind})
-
     async def media(
         self, session_id: str, peer_id: str, audio: bool, video: bool, ref: str | None
     ) -> None:
@@ -246,27 +191,6 @@ class Rooms:
         for p in peers:
             if p.peer_id != peer_id and p.state != WAITING:
                 await self.send(p.peer_id, message)
-
-    async def end(
-        self, session_id: str, host_id: str, ref: str | None, reason: str = "ended"
-    ) -> None:
-        host = await self._host(session_id, host_id, ref)
-        session = await self._session(session_id)
-        await self._joining.record(session_id, "ended", host.subject)
-        await self._status.move(session, SessionStatus.FULFILLED)
-        await self.close_room(session_id, reason)
-
-    async def close_room(self, session_id: str, reason: str) -> None:
-        """Everyone out: a host ended it, or it was cancelled (waiting room included)."""
-        async with self._bus.room_lock(session_id):
-            peers = await self._bus.room_peers(session_id)
-            for p in peers:
-                await self.send(
-                    p.peer_id, {"type": "session-ended", "session_id": session_id, "reason": reason}
-                )
-                await self._bus.remove_peer(session_id, p.peer_id)
-            if peers:
-                await self._emptied(session_id)
 
     # ringing (``signaling.ringing``)
     async def ring_pending(self, user_id: str, idle_peer: str) -> None:
