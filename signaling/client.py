@@ -6,11 +6,10 @@
     ...
     await client.close()
 
-One reader task owns the socket; sends are serialized by a lock. Server frames carry ``seq``;
-the client remembers the last one and, when the socket drops, reconnects and says ``hello``
-with ``resume`` (frames seen twice are dropped by seq). Each remote peer gets a ``PeerLink``
-(``signaling.peer``): one ``RTCPeerConnection`` with perfect negotiation. The peer that
-receives ``joined`` offers to every peer listed there; the others wait for its offer.
+The socket, and resuming it after a drop, is ``SignalingSocket`` (``signaling.sdk_socket``),
+which ``BrokerClient`` builds on. Each remote peer gets a ``PeerLink`` (``signaling.peer``): one
+``RTCPeerConnection`` with perfect negotiation. The peer that receives ``joined`` offers to
+every peer listed there; the others wait for its offer.
 """
 
 from __future__ import annotations
@@ -18,8 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
-import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -31,24 +28,17 @@ from aiortc.contrib.media import MediaRelay
 from signaling import protocol
 from signaling.peer import Event, IceServer, PeerLink, rtc_configuration
 from signaling.resend import Resends, Retry
-from signaling.sdk_wire import (
-    FINAL_CLOSES,
-    FINAL_MESSAGES,
-    RELAYED,
-    ClientError,
-    JoinInfo,
-    peer_of,
-)
+from signaling.sdk_socket import SignalingSocket
+from signaling.sdk_wire import FINAL_MESSAGES, RELAYED, ClientError, JoinInfo, peer_of
 
 __all__ = ["BrokerClient", "ClientError", "Event", "IceServer", "JoinInfo", "PeerLink"]
-
-log = logging.getLogger(__name__)
 
 HISTORY = 1024  # events kept for ``wait_for``
 
 
-class BrokerClient:
-    """One participant: the REST calls it needs, the signaling socket, one link per peer.
+class BrokerClient(SignalingSocket):
+    """One participant: the REST calls it needs, the signaling socket (``SignalingSocket``),
+    one link per peer.
 
     ``tracks`` are sent to every peer (through a ``MediaRelay``); the client stops them on
     ``close``. ``relay_only`` forces TURN. ``ice_servers`` replaces the broker's list and
@@ -70,40 +60,26 @@ class BrokerClient:
         send_timeout: float = 15.0,
         http: aiohttp.ClientSession | None = None,
     ) -> None:
+        super().__init__(
+            heartbeat=heartbeat, reconnect_delays=reconnect_delays, send_timeout=send_timeout
+        )
         self.base_url = base_url.rstrip("/")
         self.access_token = access_token
         self.relay_only = relay_only
         self.links: dict[str, PeerLink] = {}
         self.events: asyncio.Queue[Event] = asyncio.Queue(HISTORY)
-        self.peer_id: str | None = None
-        self.session_id: str | None = None
         self.role: str | None = None
         self.quality: Mapping[str, Any] = {}
         # peer id -> (microphone on, camera on), as each peer in the call last said (media)
         self.peer_media: dict[str, tuple[bool, bool]] = {}
-        self.welcome: Mapping[str, Any] = {}
-        self.last_seq = 0
         self._tracks = list(tracks)
         self._relay = MediaRelay()
         self._ice_override = None if ice_servers is None else tuple(ice_servers)
-        self._ice: tuple[IceServer, ...] = ()
         self._url_override = signaling_url
         self._data_channel = data_channel
-        self._heartbeat = heartbeat
-        self._delays = tuple(reconnect_delays)
-        self._send_timeout = send_timeout
         self._http = http
         self._own_http = http is None
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._url = ""
-        self._join_token = ""
-        self._resume_token = ""
         self._want_join = False
-        self._finished = False  # the session is over for us: no resume
-        self._closing = False
-        self._ready = asyncio.Event()  # welcomed and the socket is up
-        self._send_lock = asyncio.Lock()
-        self._reader: asyncio.Task[None] | None = None
         self._history: deque[tuple[int, Event]] = deque(maxlen=HISTORY)
         self._taken: set[int] = set()
         self._counter = itertools.count()
@@ -143,7 +119,7 @@ class BrokerClient:
             self._http = aiohttp.ClientSession()
         return self._http
 
-    # the socket
+    # the socket (SignalingSocket) and its hooks
     async def connect(
         self,
         join_token: str,
@@ -162,92 +138,22 @@ class BrokerClient:
             await self.join()
         return welcome
 
-    async def _open(self, resume: bool) -> Mapping[str, Any]:
-        ws = await self._session().ws_connect(self._url, heartbeat=self._heartbeat)
-        hello: dict[str, Any] = {"type": "hello", "token": self._join_token}
-        if resume and self.peer_id is not None:
-            hello["resume"] = {
-                "peer_id": self.peer_id,
-                "token": self._resume_token,
-                "last_seq": self.last_seq,
-            }
-        try:
-            await ws.send_str(json.dumps(hello))
-            first = await ws.receive(timeout=10)
-            if first.type != aiohttp.WSMsgType.TEXT:
-                raise ClientError("closed", f"socket closed before welcome ({ws.close_code})")
-            welcome = json.loads(first.data)
-            if welcome.get("type") != "welcome":
-                raise ClientError(str(welcome.get("code")), str(welcome.get("message")))
-        except BaseException:
-            await ws.close()
-            raise
-        if welcome["peer_id"] != self.peer_id:
-            self.last_seq = 0  # a new peer: its seq starts again
-        self.peer_id = str(welcome["peer_id"])
-        self._resume_token = str(welcome["resume_token"])
-        if welcome.get("session_id"):
-            self.session_id = str(welcome["session_id"])
-        self.welcome = welcome
-        self._ice = tuple(IceServer.from_wire(s) for s in welcome.get("ice_servers", ()))
-        self._ws = ws
-        self._ready.set()
-        return dict(welcome)
+    async def _renew_join_token(self) -> bool:
+        if not (self.access_token and self.session_id):
+            return False
+        with contextlib.suppress(ClientError, aiohttp.ClientError):
+            path = f"/api/v1/sessions/{self.session_id}/join"
+            self._join_token = str((await self._rest("POST", path))["join_token"])
+        return True
 
-    async def _read_loop(self) -> None:
-        code: int | None = None
-        while True:
-            ws = self._ws
-            assert ws is not None
-            async for frame in ws:
-                if frame.type == aiohttp.WSMsgType.TEXT:
-                    await self._handle(json.loads(frame.data))
-            code = ws.close_code
-            self._ready.clear()
-            if self._closing or self._finished or code in FINAL_CLOSES:
-                break
-            log.info("signaling socket dropped", extra={"peer_id": self.peer_id, "code": code})
-            if not await self._resume():
-                break
-        self._emit(Event("closed", data={"code": code}))
-
-    async def _resume(self) -> bool:
-        fresh = False  # after the server refused the resume itself: come back as a new peer
-        for delay in self._delays:
-            await asyncio.sleep(delay)
-            if self._closing:
-                return False
-            try:
-                welcome = await self._open(resume=not fresh)
-            except ClientError as exc:
-                if exc.code == protocol.TOKEN_EXPIRED and self.access_token and self.session_id:
-                    with contextlib.suppress(ClientError, aiohttp.ClientError):
-                        path = f"/api/v1/sessions/{self.session_id}/join"
-                        self._join_token = str((await self._rest("POST", path))["join_token"])
-                    continue
-                if exc.code in (protocol.INVALID_TOKEN, protocol.TOKEN_EXPIRED):
-                    return False
-                fresh = exc.code != "closed"
-                continue
-            except (aiohttp.ClientError, OSError, TimeoutError):
-                continue
-            if welcome.get("resumed"):
-                self._emit(Event("reconnected", data=welcome))
-                return True
-            # Our place was gone (grace time over): a new peer, so new links and join again.
-            await self._close_links()
-            self._emit(Event("resume-failed", data=welcome))
-            if self._want_join:
-                await self._send({"type": "join"})
-            return True
-        return False
+    async def _came_back_new(self, welcome: Mapping[str, Any]) -> None:
+        """Our place was gone (grace time over): new links, and join again."""
+        await self._close_links()
+        self._emit(Event("resume-failed", data=welcome))
+        if self._want_join:
+            await self._send({"type": "join"})
 
     async def _handle(self, message: dict[str, Any]) -> None:
-        seq = message.get("seq")
-        if isinstance(seq, int) and seq > 0:  # 0: not kept for replay (errors, pong)
-            if seq <= self.last_seq:
-                return  # seen before the socket dropped
-            self.last_seq = seq
         kind = str(message.get("type"))
         sender = peer_of(message)
         if kind in RELAYED and sender is not None:
@@ -328,26 +234,11 @@ class BrokerClient:
             self._emit(Event("error", data={"code": exc.code, "ref": retry.message.get("id")}))
 
     async def _send(self, message: dict[str, Any]) -> None:
-        """Send one message; waits (bounded) while the socket is being resumed. Relayed
-        messages get an id, and are sent again if the broker could not pass them on."""
+        """Send one message (see ``SignalingSocket._send``). Relayed messages get an id, and
+        are sent again if the broker could not pass them on."""
         if message.get("type") in RELAYED and "id" not in message:
             message = self._resends.stamp(message)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._send_timeout
-        while True:
-            try:
-                await asyncio.wait_for(self._ready.wait(), max(0.0, deadline - loop.time()))
-            except TimeoutError:
-                raise ClientError("not_connected", "the signaling socket is down") from None
-            ws = self._ws
-            assert ws is not None
-            try:
-                async with self._send_lock:
-                    await ws.send_str(json.dumps(message))
-                return
-            except (ConnectionError, RuntimeError):
-                self._ready.clear()  # the reader resumes, then we try again
-                await asyncio.sleep(0.01)
+        await super()._send(message)
 
     # events
     def _emit(self, event: Event) -> None:
